@@ -1,0 +1,150 @@
+"""One frozen Settings, read from the environment; every limit has a safe default."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import Secret
+
+GiB = 1024**3
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value Kiln cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Kiln process needs to know; built once and passed down, never global."""
+
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(48)))
+    token_ttl: int = 900
+    cookie_secure: bool = False
+    max_upload_bytes: int = 1 * GiB
+    max_files_per_upload: int = 100
+    child_memory_bytes: int = 4 * GiB
+    task_timeout: float = 600.0
+    max_attempts: int = 3
+    worker_concurrency: int = max(1, os.cpu_count() or 1)
+    embedded_worker: bool = True
+    job_lease: float = 10.0
+    poll_delay: float = 0.5
+    progress_hz: float = 5.0
+    event_log_max: int = 1000
+    event_ttl: int = 7 * 86400
+    task_ttl: int = 30 * 86400
+    sse_queue_size: int = 256
+    sse_ping: float = 15.0
+    page_size_max: int = 200
+
+    @property
+    def private_redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "tasks"
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_dir / "incoming"
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and the CLI use it)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read KILN_* and REDIS_URL; the JWT secret is generated once and kept in the data dir."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("KILN_DATA_DIR", "").strip() or "var")
+        secret = env.get("KILN_JWT_SECRET", "").strip() or load_or_create_secret(data_dir)
+        return cls(
+            redis_url=env.get("REDIS_URL", "").strip() or None,
+            data_dir=data_dir,
+            host=env.get("KILN_HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "KILN_PORT", 8000),
+            jwt_secret=Secret(secret),
+            token_ttl=_int(env, "KILN_TOKEN_TTL", 900, minimum=10),
+            cookie_secure=_bool(env, "KILN_COOKIE_SECURE", False),
+            max_upload_bytes=_int(env, "KILN_MAX_UPLOAD_BYTES", 1 * GiB, minimum=1),
+            max_files_per_upload=_int(env, "KILN_MAX_FILES_PER_UPLOAD", 100, minimum=1),
+            child_memory_bytes=_int(env, "KILN_CHILD_MEMORY_BYTES", 4 * GiB, minimum=256 * 1024**2),
+            task_timeout=_float(env, "KILN_TASK_TIMEOUT", 600.0, minimum=0.1),
+            max_attempts=_int(env, "KILN_MAX_ATTEMPTS", 3, minimum=1),
+            worker_concurrency=_int(env, "KILN_WORKERS", max(1, os.cpu_count() or 1), minimum=1),
+            embedded_worker=_bool(env, "KILN_EMBEDDED_WORKER", True),
+            job_lease=_float(env, "KILN_JOB_LEASE", 10.0, minimum=1.0),
+            poll_delay=_float(env, "KILN_POLL_DELAY", 0.5, minimum=0.01),
+            progress_hz=_float(env, "KILN_PROGRESS_HZ", 5.0, minimum=0.1),
+            event_log_max=_int(env, "KILN_EVENT_LOG_MAX", 1000, minimum=10),
+            event_ttl=_int(env, "KILN_EVENT_TTL", 7 * 86400, minimum=60),
+            task_ttl=_int(env, "KILN_TASK_TTL", 30 * 86400, minimum=60),
+            sse_queue_size=_int(env, "KILN_SSE_QUEUE", 256, minimum=1),
+            sse_ping=_float(env, "KILN_SSE_PING", 15.0, minimum=0.1),
+            page_size_max=_int(env, "KILN_PAGE_SIZE_MAX", 200, minimum=1),
+        )
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """Return the JWT secret kept in data_dir, creating it (mode 0600) on first use."""
+    path = data_dir / "jwt_secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
