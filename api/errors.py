@@ -1,0 +1,77 @@
+"""The one place where errors become HTTP: JSON `{"error": code, "message": text}` always."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ExceptionHandler
+
+from uploads import FileTooLarge, TooManyFiles, UploadRefused
+
+log = logging.getLogger("kiln.api")
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 415: "unsupported_type", 503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raised by handlers; becomes a JSON error response with `status`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def not_found(what: str = "task") -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="kiln"'} if status == 401 else None
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _upload_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UploadRefused)
+    status = 413 if isinstance(exc, FileTooLarge | TooManyFiles) else 400
+    return error_response(status, exc.code, exc.message)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path,
+                type(exc).__name__)
+    return error_response(503, "unavailable", "the service's store is unavailable; try again")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "something went wrong on our side")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    UploadRefused: _upload_refused,
+    RedisError: _redis_down,
+    ConnectionError: _redis_down,
+    Exception: _unexpected,
+}

@@ -1,0 +1,58 @@
+"""GET /api/events: the caller's session (or, with ?scope=user, all their sessions) as SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import keys
+from api.deps import require_user, services
+from api.errors import ApiError
+from event_stream import parse_cursor
+from streaming import Overflow
+
+
+async def stream_events(request: Request) -> Response:
+    signed_in = require_user(request)
+    kiln = services(request)
+    scope = request.query_params.get("scope", "session")
+    if scope == "session":
+        stream = keys.session_stream(signed_in.claims.session_id)
+    elif scope == "user":
+        stream = keys.user_stream(signed_in.user.id)
+    else:
+        raise ApiError(400, "bad_parameter", "scope is 'session' or 'user'")
+    raw_cursor = request.headers.get("last-event-id")
+    if raw_cursor is None:
+        raw_cursor = request.query_params.get("last_event_id")
+    cursor = parse_cursor(raw_cursor)
+    expires_at = signed_in.claims.expires_at
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        feed = kiln.feed.follow(stream, cursor)
+        try:
+            async with asyncio.timeout_at(_loop_deadline(expires_at)):
+                async for event in feed:
+                    yield ServerSentEvent(data=event.data, event=event.event, id=str(event.id))
+        except TimeoutError:
+            return  # the token expired: the client refreshes it and resumes from its cursor
+        except Overflow:
+            return  # too slow to keep up: the client reconnects with Last-Event-ID
+        finally:
+            await feed.aclose()
+
+    return EventSourceResponse(events(), ping=kiln.settings.sse_ping,
+                               headers={"Cache-Control": "no-store"})
+
+
+def _loop_deadline(expires_at: int) -> float:
+    return asyncio.get_running_loop().time() + max(0.0, expires_at - time.time())
+
+
+routes = [Route("/api/events", stream_events, methods=["GET"])]

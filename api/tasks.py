@@ -1,0 +1,98 @@
+"""The caller's tasks: list, read, cancel, retry, download artifacts. Others' tasks are 404."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+import keys
+from api.deps import query_int, require_user, services
+from api.errors import ApiError, not_found
+from ids import is_valid_id
+from records import TaskRecord
+
+
+async def _owned(request: Request) -> TaskRecord:
+    signed_in = require_user(request)
+    task_id = request.path_params["task_id"]
+    if not is_valid_id(task_id):
+        raise not_found()
+    record = await services(request).tasks.get_owned(task_id, signed_in.user.id)
+    if record is None:
+        raise not_found()
+    return record
+
+
+async def list_tasks(request: Request) -> Response:
+    signed_in = require_user(request)
+    kiln = services(request)
+    limit = query_int(request, "limit", 50, 1, kiln.settings.page_size_max)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    batch = request.query_params.get("batch")
+    if batch is not None:
+        if not is_valid_id(batch):
+            return JSONResponse({"tasks": [], "total": 0, "next_offset": None})
+        index = keys.batch_tasks(batch)
+    else:
+        index = keys.user_stream(signed_in.user.id).tasks
+    records, total = await kiln.tasks.page(index, offset, limit)
+    mine = [r.view() for r in records if r.owner == signed_in.user.id]
+    if batch is not None and len(mine) < len(records):
+        mine, total = [], 0  # someone else's batch: as empty as an unknown one
+    following = offset + limit
+    return JSONResponse({"tasks": mine, "total": total,
+                         "next_offset": following if following < total else None})
+
+
+async def get_task(request: Request) -> Response:
+    return JSONResponse((await _owned(request)).view())
+
+
+async def cancel_task(request: Request) -> Response:
+    record = await _owned(request)
+    kiln = services(request)
+    if not await kiln.queue.cancel(record):
+        raise ApiError(409, "not_cancellable", f"the task is already {_current(record)}")
+    return JSONResponse(await _fresh(request, record), status_code=202)
+
+
+async def retry_task(request: Request) -> Response:
+    record = await _owned(request)
+    kiln = services(request)
+    if not await kiln.queue.retry(record):
+        raise ApiError(409, "not_retryable",
+                       f"only finished tasks can be retried; this one is {_current(record)}")
+    return JSONResponse(await _fresh(request, record), status_code=202)
+
+
+async def get_artifact(request: Request) -> Response:
+    record = await _owned(request)
+    name = request.path_params["name"]
+    listed = {a["name"]: a for a in record.artifacts}
+    path = services(request).storage.artifact(record.id, name)
+    if name not in listed or path is None or not path.is_file():
+        raise not_found("artifact")
+    return FileResponse(
+        path, media_type=listed[name].get("media_type", "application/octet-stream"),
+        filename=name, content_disposition_type="attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+    )
+
+
+def _current(record: TaskRecord) -> str:
+    return record.state.value
+
+
+async def _fresh(request: Request, record: TaskRecord) -> dict[str, object]:
+    again = await services(request).tasks.get(record.id)
+    return (again or record).view()
+
+
+routes = [
+    Route("/api/tasks", list_tasks, methods=["GET"]),
+    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+    Route("/api/tasks/{task_id}/retry", retry_task, methods=["POST"]),
+    Route("/api/tasks/{task_id}/artifacts/{name}", get_artifact, methods=["GET"]),
+]

@@ -1,0 +1,82 @@
+"""The Starlette authentication backend: a Bearer header or the HttpOnly cookie, never the URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
+from starlette.requests import HTTPConnection
+
+import keys
+from accounts import User
+from auth.tokens import Claims, InvalidToken
+
+COOKIE_NAME = "kiln_token"
+
+
+@dataclass(frozen=True)
+class SignedIn(BaseUser):
+    """A request made with a valid, not revoked token of an existing user."""
+
+    user: User
+    claims: Claims
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.user.name
+
+    @property
+    def identity(self) -> str:
+        return self.user.id
+
+
+@dataclass(frozen=True)
+class Anonymous(BaseUser):
+    """No usable token; `reason` says why (shown in the 401 message, never the token itself)."""
+
+    reason: str
+
+    @property
+    def is_authenticated(self) -> bool:
+        return False
+
+    @property
+    def display_name(self) -> str:
+        return ""
+
+    @property
+    def identity(self) -> str:
+        return ""
+
+
+def token_of(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else ""
+    return conn.cookies.get(COOKIE_NAME) or None
+
+
+class TokenBackend(AuthenticationBackend):
+    """Never raises: a bad token makes the request anonymous, so login works with a stale cookie."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser]:
+        token = token_of(conn)
+        if token is None:
+            return AuthCredentials(), Anonymous("missing")
+        services = conn.state.kiln
+        try:
+            claims = services.tokens.decode(token)
+        except InvalidToken as exc:
+            return AuthCredentials(), Anonymous(exc.reason)
+        if await services.redis.exists(keys.revoked_token(claims.token_id)):
+            return AuthCredentials(), Anonymous("revoked")
+        user = await services.accounts.get(claims.user_id)
+        if user is None:
+            return AuthCredentials(), Anonymous("unknown_user")
+        scopes = ["authenticated", "admin"] if user.is_admin else ["authenticated"]
+        return AuthCredentials(scopes), SignedIn(user=user, claims=claims)

@@ -1,0 +1,199 @@
+"""The wire contract of task events: states, the event schema, and the one script that writes them.
+
+Every state change and progress update goes through `EventWriter.emit`, which runs `EMIT_SCRIPT`:
+it checks the transition against the task's snapshot, then INCRs the session's and the user's
+sequence, XADDs the event to both capped logs (entry id = sequence), HSETs the snapshot and
+PUBLISHes `<seq> <json>` on both channels, all at once, so log, snapshot and channel never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+
+import keys
+from settings import Settings
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
+QUEUED_STATES = frozenset({TaskState.PENDING, TaskState.RETRY})
+RUNNING_STATES = frozenset({TaskState.STARTED, TaskState.PROGRESS})
+
+
+class Guard(StrEnum):
+    """Which writer may make a transition; the script refuses any other (returns 0)."""
+
+    CREATE = "create"
+    """The upload route: the task must not exist yet."""
+    CLAIM = "claim"
+    """A worker starts a queued attempt: state PENDING or RETRY with the same attempt; sets `run`."""
+    RUN = "run"
+    """The run that claimed the attempt: same attempt and run id, state not terminal."""
+    REQUEUE = "requeue"
+    """A new attempt (attempt + 1) of a finished task (user retry) or of a lost run."""
+    ABANDON = "abandon"
+    """A lost run of this attempt is given up (FAILURE worker_lost): same attempt, not terminal."""
+    REVOKE = "revoke"
+    """User cancel: any state that is not terminal."""
+
+
+EMIT_SCRIPT = """
+local task = KEYS[1]
+local guard, state, attempt, run = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local cur = redis.call('HMGET', task, 'state', 'attempt', 'run')
+local cur_state, cur_attempt, cur_run = cur[1], tonumber(cur[2]), cur[3]
+local terminal = {SUCCESS = true, FAILURE = true, REVOKED = true}
+local queued = {PENDING = true, RETRY = true}
+if guard == 'create' then
+  if cur_state then return {0, cur_state} end
+elseif not cur_state then
+  return {0, 'MISSING'}
+elseif guard == 'claim' then
+  if not queued[cur_state] or attempt ~= cur_attempt then return {0, cur_state} end
+elseif guard == 'run' then
+  if terminal[cur_state] or attempt ~= cur_attempt or run ~= cur_run then return {0, cur_state} end
+elseif guard == 'requeue' then
+  if queued[cur_state] or attempt ~= cur_attempt + 1 then return {0, cur_state} end
+elseif guard == 'abandon' then
+  if terminal[cur_state] or attempt ~= cur_attempt then return {0, cur_state} end
+elseif guard == 'revoke' then
+  if terminal[cur_state] then return {0, cur_state} end
+else
+  return redis.error_reply('unknown guard ' .. guard)
+end
+local maxlen, event_ttl, task_ttl, event = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local sseq = redis.call('INCR', KEYS[2])
+local useq = redis.call('INCR', KEYS[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, sseq .. '-0', 'e', event)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, useq .. '-0', 'e', event)
+for _, k in ipairs({KEYS[2], KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, event_ttl) end
+local fields = {'state', state, 'attempt', attempt, 'run', run}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', task, unpack(fields))
+redis.call('EXPIRE', task, task_ttl)
+if guard == 'create' then
+  local score = redis.call('HGET', task, 'created_ms')
+  local tid = redis.call('HGET', task, 'id')
+  for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do
+    redis.call('ZADD', k, score, tid)
+    redis.call('EXPIRE', k, task_ttl)
+  end
+end
+redis.call('PUBLISH', KEYS[9], sseq .. ' ' .. event)
+redis.call('PUBLISH', KEYS[10], useq .. ' ' .. event)
+return {1, sseq, useq}
+"""
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """What every event of a task carries besides its state: who owns it and what it is."""
+
+    task_id: str
+    owner: str
+    session: str
+    batch: str
+    kind: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class Emitted:
+    session_seq: int
+    user_seq: int
+
+
+def encode_event(
+    who: TaskIdentity,
+    state: TaskState,
+    *,
+    stage: str,
+    progress: float,
+    attempt: int,
+    ts: float,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The `data:` JSON of one task event (the SSE `id:` is the sequence, outside it)."""
+    event: dict[str, Any] = {
+        "type": "task",
+        "task_id": who.task_id,
+        "batch_id": who.batch,
+        "kind": who.kind,
+        "filename": who.filename,
+        "state": state.value,
+        "stage": stage,
+        "progress": round(progress, 4),
+        "attempt": attempt,
+        "ts": round(ts, 3),
+    }
+    if extra:
+        event.update(extra)
+    return json.dumps(event, separators=(",", ":"))
+
+
+class EventWriter:
+    """Writes task events; the only code that changes a task's state."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._script = redis.register_script(EMIT_SCRIPT)
+        self._maxlen = str(settings.event_log_max)
+        self._event_ttl = str(settings.event_ttl)
+        self._task_ttl = str(settings.task_ttl)
+
+    async def emit(
+        self,
+        who: TaskIdentity,
+        guard: Guard,
+        state: TaskState,
+        *,
+        attempt: int,
+        run: str = "",
+        stage: str = "",
+        progress: float = 0.0,
+        extra: dict[str, Any] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> Emitted | None:
+        """Apply one transition; None when the guard refuses it (stale run, already terminal...)."""
+        now = time.time()
+        event = encode_event(
+            who, state, stage=stage, progress=progress, attempt=attempt, ts=now, extra=extra
+        )
+        record = {"stage": stage, "progress": repr(round(progress, 4)), "updated": repr(now)}
+        if fields:
+            record.update(fields)
+        session, user = keys.session_stream(who.session), keys.user_stream(who.owner)
+        args: list[str] = [guard.value, state.value, str(attempt), run, self._maxlen,
+                           self._event_ttl, self._task_ttl, event]
+        for name, value in record.items():
+            args += [name, value]
+        result = await self._script(
+            keys=[keys.task(who.task_id),
+                  session.seq, session.log, session.tasks,
+                  user.seq, user.log, user.tasks,
+                  keys.batch_tasks(who.batch),
+                  session.channel, user.channel],
+            args=args,
+        )
+        if int(result[0]) != 1:
+            return None
+        return Emitted(session_seq=int(result[1]), user_seq=int(result[2]))

@@ -1,0 +1,145 @@
+"""Task records: reading task snapshots from Redis and the JSON view the API and streams show."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+import keys
+from events import TaskIdentity, TaskState
+
+SNAPSHOT_SCRIPT = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ids = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+local tasks = {}
+for _, id in ipairs(ids) do
+  local h = redis.call('HGETALL', ARGV[1] .. id)
+  if #h > 0 then tasks[#tasks + 1] = h end
+end
+return {seq, tasks}
+"""
+
+
+def _float(raw: str | None) -> float | None:
+    return float(raw) if raw else None
+
+
+def _json(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task's snapshot as stored in its hash."""
+
+    fields: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        return self.fields["id"]
+
+    @property
+    def owner(self) -> str:
+        return self.fields["owner"]
+
+    @property
+    def state(self) -> TaskState:
+        return TaskState(self.fields["state"])
+
+    @property
+    def attempt(self) -> int:
+        return int(self.fields.get("attempt", "1"))
+
+    @property
+    def run(self) -> str:
+        return self.fields.get("run", "")
+
+    @property
+    def identity(self) -> TaskIdentity:
+        f = self.fields
+        return TaskIdentity(
+            task_id=f["id"], owner=f["owner"], session=f["session"], batch=f["batch"],
+            kind=f["kind"], filename=f["filename"],
+        )
+
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return list(_json(self.fields.get("artifacts")) or [])
+
+    def view(self) -> dict[str, Any]:
+        """The public JSON of a task (API responses and the stream's snapshot event)."""
+        f = self.fields
+        tid = f["id"]
+        return {
+            "task_id": tid,
+            "batch_id": f["batch"],
+            "kind": f["kind"],
+            "format": f.get("format", ""),
+            "filename": f["filename"],
+            "size": int(f.get("size", "0")),
+            "state": f["state"],
+            "stage": f.get("stage", ""),
+            "progress": float(f.get("progress") or 0.0),
+            "attempt": self.attempt,
+            "created": _float(f.get("created")),
+            "started": _float(f.get("started")),
+            "finished": _float(f.get("finished")),
+            "updated": _float(f.get("updated")),
+            "error": _json(f.get("error")),
+            "result": _json(f.get("result")),
+            "artifacts": [
+                {**a, "url": f"/api/tasks/{tid}/artifacts/{a['name']}"} for a in self.artifacts
+            ],
+        }
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class TaskStore:
+    """Reads task records; writing is `events.EventWriter`'s job."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._snapshot = redis.register_script(SNAPSHOT_SCRIPT)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        raw = await self._redis.hgetall(keys.task(task_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        return TaskRecord({_s(k): _s(v) for k, v in raw.items()})
+
+    async def get_owned(self, task_id: str, user_id: str) -> TaskRecord | None:
+        """The task if `user_id` owns it; None for unknown ids and for other users' tasks alike."""
+        record = await self.get(task_id)
+        if record is None or record.owner != user_id:
+            return None
+        return record
+
+    async def page(self, index_key: str, offset: int, limit: int) -> tuple[list[TaskRecord], int]:
+        """Records of one index (newest first) and the index's total size."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(index_key, offset, offset + limit - 1)
+            pipe.zcard(index_key)
+            ids, total = await pipe.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tid in ids:
+                pipe.hgetall(keys.task(_s(tid)))
+            rows = await pipe.execute()
+        records = [TaskRecord({_s(k): _s(v) for k, v in r.items()}) for r in rows if r]
+        return records, int(total)
+
+    async def snapshot(self, stream: keys.Stream, limit: int) -> tuple[int, list[TaskRecord]]:
+        """Atomically: the stream's current sequence and its newest tasks."""
+        seq, rows = await self._snapshot(keys=[stream.seq, stream.tasks],
+                                         args=[keys.TASK_PREFIX, str(limit)])
+        return int(seq), [TaskRecord(_pairs(r)) for r in rows]

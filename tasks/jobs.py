@@ -1,0 +1,226 @@
+"""The asset job: claim the task, run its pipeline in a child, report progress, finish exactly once.
+
+arq delivers a job at least once. The task record decides what a delivery does: a finished task is
+left alone; a queued one is claimed (STARTED, with a fresh run id); one that a lost run left
+STARTED gets a new attempt (RETRY) or, past the attempt limit, FAILURE `worker_lost`. Every later
+event of the run must match its attempt and run id, so a stale run can never write a second
+terminal event; when one of its events is refused, it kills its child and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.constants import in_progress_key_prefix
+from redis.exceptions import RedisError
+
+import keys
+from events import RUNNING_STATES, Emitted, Guard, TaskState
+from ids import new_id
+from records import TaskRecord
+from services import Services
+from tasks import errors
+from tasks.coalesce import ProgressCoalescer
+from tasks.errors import TaskError
+from tasks.pool import ChildPool
+
+log = logging.getLogger("kiln.jobs")
+
+PIPELINES: Mapping[str, str] = {
+    "mesh": "tasks.mesh:analyse",
+    "texture": "tasks.texture:describe",
+}
+"""Task kind -> the function its child runs (module:function)."""
+
+MAX_PIXELS = 178_956_970
+"""Pillow's own default: an image over this many pixels is refused as a decompression bomb."""
+
+
+@dataclass
+class WorkerContext:
+    """What every job of this worker shares (arq's ctx["kiln"])."""
+
+    services: Services
+    pool: ChildPool
+    pipelines: Mapping[str, str] = field(default_factory=lambda: dict(PIPELINES))
+    running: dict[str, asyncio.Task[dict[str, Any]]] = field(default_factory=dict)
+
+    def cancel(self, task_id: str) -> bool:
+        """Kill the child of a running task (its REVOKED event is already written)."""
+        inner = self.running.get(task_id)
+        if inner is None or inner.done():
+            return False
+        inner.cancel()
+        return True
+
+
+async def process_asset(ctx: dict[str, Any], task_id: str) -> None:
+    """The arq job function (registered as tasks.queue.PROCESS_ASSET)."""
+    await _Run(ctx["kiln"], task_id, str(ctx.get("job_id", ""))).execute()
+
+
+class _Run:
+    def __init__(self, kiln: WorkerContext, task_id: str, job_id: str) -> None:
+        self.kiln = kiln
+        self.services = kiln.services
+        self.task_id = task_id
+        self.job_id = job_id
+        self.run_id = new_id()
+        self.record: TaskRecord | None = None
+        self.attempt = 0
+
+    async def execute(self) -> None:
+        record = await self.services.tasks.get(self.task_id)
+        if record is None:
+            log.warning("job for unknown task %s dropped", self.task_id)
+            return
+        self.record = record
+        if record.state.terminal:
+            return
+        self.attempt = record.attempt
+        if record.state in RUNNING_STATES and not await self._recover_lost_run():
+            return
+        claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
+                                   fields={"started": repr(time.time())})
+        if claimed is None:
+            return  # another delivery got there first, or it was cancelled meanwhile
+        lease = asyncio.create_task(self._keep_lease())
+        try:
+            await self._process()
+        finally:
+            lease.cancel()
+
+    async def _recover_lost_run(self) -> bool:
+        settings = self.services.settings
+        if self.attempt >= settings.max_attempts:
+            error = {"code": errors.WORKER_LOST,
+                     "message": f"the worker processing it stopped {self.attempt} times"}
+            await self._finish(Guard.ABANDON, TaskState.FAILURE, error=error)
+            return False
+        self.attempt += 1
+        return await self._emit(Guard.REQUEUE, TaskState.RETRY, stage="queued") is not None
+
+    async def _process(self) -> None:
+        assert self.record is not None
+        settings, storage = self.services.settings, self.services.storage
+        kind = self.record.fields["kind"]
+        function = self.kiln.pipelines.get(kind)
+        if function is None:
+            error = {"code": "unsupported_format", "message": f"no pipeline for {kind} files"}
+            await self._finish(Guard.RUN, TaskState.FAILURE, error=error)
+            return
+        await asyncio.to_thread(storage.clear_artifacts, self.task_id)
+        payload = {
+            "source": str(storage.source(self.task_id)),
+            "format": self.record.fields.get("format", ""),
+            "artifacts_dir": str(storage.artifacts_dir(self.task_id)),
+            "max_pixels": MAX_PIXELS,
+        }
+        inner: asyncio.Task[dict[str, Any]] | None = None
+
+        def rejected() -> None:
+            if inner is not None:
+                inner.cancel()
+
+        progress = ProgressCoalescer(self._send_progress, hz=settings.progress_hz,
+                                     on_rejected=rejected)
+        inner = asyncio.create_task(self.kiln.pool.run(
+            function, payload, on_progress=progress.update, timeout=settings.task_timeout))
+        self.kiln.running[self.task_id] = inner
+        try:
+            result = await inner
+        except asyncio.CancelledError:
+            progress.cancel()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker is stopping: the job stays queued and runs again
+            log.info("task %s: child stopped (cancelled or superseded)", self.task_id)
+            return
+        except TaskError as exc:
+            await progress.close()
+            await self._finish(Guard.RUN, TaskState.FAILURE, error=exc.as_dict())
+            return
+        finally:
+            self.kiln.running.pop(self.task_id, None)
+        await progress.close()
+        await self._finish(Guard.RUN, TaskState.SUCCESS, result=result)
+
+    async def _send_progress(self, stage: str, fraction: float) -> bool:
+        try:
+            emitted = await self._emit(Guard.RUN, TaskState.PROGRESS, stage=stage,
+                                       progress=fraction)
+        except (RedisError, OSError):
+            return True  # progress may be lost in an outage; state changes may not
+        return emitted is not None
+
+    async def _finish(self, guard: Guard, state: TaskState, *,
+                      error: dict[str, str] | None = None,
+                      result: dict[str, Any] | None = None) -> None:
+        fields = {"finished": repr(time.time())}
+        extra: dict[str, Any] = {}
+        if error is not None:
+            extra["error"] = error
+            fields["error"] = json.dumps(error)
+            log.info("task %s failed: %s", self.task_id, error["code"])
+        if result is not None:
+            stats, artifacts = result.get("stats", {}), self._existing(result.get("artifacts", []))
+            extra.update(result=stats, artifacts=artifacts)
+            fields.update(result=json.dumps(stats), artifacts=json.dumps(artifacts))
+        stage = "done" if state is TaskState.SUCCESS else "failed"
+        progress = 1.0 if state is TaskState.SUCCESS else 0.0
+        await self._emit_reliably(guard, state, stage=stage, progress=progress,
+                                  extra=extra, fields=fields)
+
+    def _existing(self, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Only artifacts that are really on disk under a name Kiln serves."""
+        storage = self.services.storage
+        kept = []
+        for artifact in artifacts:
+            path = storage.artifact(self.task_id, str(artifact.get("name", "")))
+            if path is not None and path.is_file():
+                kept.append({"name": artifact["name"], "size": path.stat().st_size,
+                             "media_type": artifact.get("media_type", "application/octet-stream")})
+        return kept
+
+    async def _emit_reliably(self, guard: Guard, state: TaskState, **kw: Any) -> None:
+        """A state change survives a short Redis outage: retry for up to a minute."""
+        delay, deadline = 0.1, time.monotonic() + 60
+        while True:
+            try:
+                await self._emit(guard, state, **kw)
+                return
+            except (RedisError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _emit(self, guard: Guard, state: TaskState, *, stage: str = "",
+                    progress: float = 0.0, extra: dict[str, Any] | None = None,
+                    fields: dict[str, str] | None = None) -> Emitted | None:
+        assert self.record is not None
+        return await self.services.events.emit(
+            self.record.identity, guard, state, attempt=self.attempt, run=self.run_id,
+            stage=stage, progress=progress, extra=extra, fields=fields)
+
+    async def _keep_lease(self) -> None:
+        """Keep arq's in-progress key short-lived while we run, so a dead worker's job is retaken
+        after one lease instead of arq's job timeout; and notice a cancel we may have missed."""
+        settings = self.services.settings
+        redis = self.services.redis
+        lease_ms = int(settings.job_lease * 1000)
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                if self.job_id:
+                    await redis.pexpire(in_progress_key_prefix + self.job_id, lease_ms)
+                state = await redis.hget(keys.task(self.task_id), "state")
+                if state is not None and state.decode() == TaskState.REVOKED:
+                    self.kiln.cancel(self.task_id)
+            await asyncio.sleep(settings.job_lease / 3)

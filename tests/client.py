@@ -1,0 +1,116 @@
+"""A small Kiln client for tests: sign in, upload, read the SSE stream event by event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int | None
+    event: str
+    data: dict[str, Any]
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
+    """Events of an SSE body (comments and pings skipped)."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async for line in lines:
+        if line == "":
+            if data:
+                raw_id = fields.get("id")
+                yield Event(int(raw_id) if raw_id else None, fields.get("event", "message"),
+                            json.loads("\n".join(data)))
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+class KilnClient:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.token: str | None = None
+
+    async def __aenter__(self) -> KilnClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        response = await self.http.post("/api/auth/login",
+                                        json={"username": username, "password": password})
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        self.token = body["access_token"]
+        self.http.cookies.clear()  # tests use the Bearer header unless they say otherwise
+        return body
+
+    async def upload(self, *files: Path | tuple[str, bytes]) -> httpx.Response:
+        parts = []
+        for item in files:
+            if isinstance(item, Path):
+                parts.append(("file", (item.name, item.read_bytes())))
+            else:
+                parts.append(("file", item))
+        return await self.http.post("/api/uploads", files=parts, headers=self.headers)
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.http.get(path, headers=self.headers, **kw)
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.http.post(path, headers=self.headers, **kw)
+
+    async def events(self, *, last_event_id: int | None = None, scope: str | None = None
+                     ) -> AsyncIterator[Event]:
+        headers = dict(self.headers)
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        params = {"scope": scope} if scope else {}
+        async with self.http.stream("GET", "/api/events", headers=headers, params=params,
+                                    timeout=httpx.Timeout(30, read=60)) as response:
+            assert response.status_code == 200, await response.aread()
+            async for event in parse_sse(response.aiter_lines()):
+                yield event
+
+
+async def collect(stream: AsyncIterator[Event], until: Callable[[list[Event]], bool],
+                  timeout: float = 30) -> list[Event]:
+    """Read events until `until(events)` holds; fails the test after `timeout` seconds."""
+    seen: list[Event] = []
+    async with asyncio.timeout(timeout):
+        async for event in stream:
+            seen.append(event)
+            if until(seen):
+                return seen
+    raise AssertionError(f"stream ended early after {len(seen)} events")
+
+
+def terminal_for(task_ids: Sequence[str]) -> Callable[[list[Event]], bool]:
+    wanted = set(task_ids)
+
+    def done(events: list[Event]) -> bool:
+        finished = {e.data["task_id"] for e in events if e.event == "task"
+                    and e.data["state"] in ("SUCCESS", "FAILURE", "REVOKED")}
+        return wanted <= finished
+
+    return done

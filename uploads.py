@@ -1,0 +1,216 @@
+"""Receive a multipart upload straight to disk, counting bytes as they arrive, never trusting headers.
+
+Nothing is kept unless the whole request is accepted: on any refusal or disconnect every file
+received so far is deleted before the error leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from storage import Storage, display_name
+
+FLUSH_BYTES = 1024 * 1024
+MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class UploadRefused(Exception):
+    """The request cannot be accepted; `code` is stable, `message` is for a person."""
+
+    code = "malformed_upload"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedUpload(UploadRefused):
+    code = "malformed_upload"
+
+
+class FileTooLarge(UploadRefused):
+    code = "too_large"
+
+
+class TooManyFiles(UploadRefused):
+    code = "too_many_files"
+
+
+@dataclass
+class ReceivedFile:
+    path: Path
+    filename: str
+    size: int
+
+
+@dataclass(eq=False)
+class _Part:
+    disposition: bytes = b""
+    header_name: bytes = b""
+    header_value: bytes = b""
+    header_bytes: int = 0
+    file: IO[bytes] | None = None
+    received: ReceivedFile | None = None
+    field_bytes: int = 0
+    pending: list[bytes] = field(default_factory=list)
+    pending_bytes: int = 0
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    kind, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary", b"")
+    if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
+        raise MalformedUpload("send the files as multipart/form-data")
+    return boundary
+
+
+class _Receiver:
+    """Parser callbacks (sync) collect bytes; the async loop writes them out between chunks."""
+
+    def __init__(self, storage: Storage, max_file_bytes: int, max_files: int) -> None:
+        self.storage = storage
+        self.max_file_bytes = max_file_bytes
+        self.max_files = max_files
+        self.part = _Part()
+        self.files: list[ReceivedFile] = []
+        self.open_files: list[IO[bytes]] = []
+        self.finished: list[_Part] = []
+        self.writing: list[_Part] = []
+        self.error: UploadRefused | None = None
+        self.complete = False
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self.part.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self.part.header_value += data[start:end]
+
+    def _count_header(self, n: int) -> None:
+        self.part.header_bytes += n
+        if self.part.header_bytes > MAX_HEADER_BYTES:
+            raise MalformedUpload("a part's headers are too long")
+
+    def on_header_end(self) -> None:
+        if self.part.header_name.lower() == b"content-disposition":
+            self.part.disposition = self.part.header_value
+        self.part.header_name, self.part.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.part.disposition)
+        if b"filename" not in options:
+            return  # a plain form field: counted, ignored
+        if len(self.files) >= self.max_files:
+            raise TooManyFiles(f"at most {self.max_files} files per upload")
+        name = display_name(options[b"filename"].decode("utf-8", "replace"))
+        path = self.storage.new_incoming()
+        handle = path.open("xb")
+        self.open_files.append(handle)
+        self.part.file = handle
+        self.writing.append(self.part)
+        self.part.received = ReceivedFile(path=path, filename=name, size=0)
+        self.files.append(self.part.received)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        part = self.part
+        if part.received is None:
+            part.field_bytes += n
+            if part.field_bytes > MAX_FIELD_BYTES:
+                raise MalformedUpload("a form field is too long")
+            return
+        part.received.size += n
+        if part.received.size > self.max_file_bytes:
+            raise FileTooLarge(
+                f"{part.received.filename} is larger than the limit of {self.max_file_bytes} bytes"
+            )
+        part.pending.append(data[start:end])
+        part.pending_bytes += n
+
+    def on_part_end(self) -> None:
+        if self.part.received is not None:
+            self.finished.append(self.part)
+
+    def on_end(self) -> None:
+        self.complete = True
+
+    async def flush(self, final: bool = False) -> None:
+        """Write buffered bytes (in a thread, a megabyte at a time) and close finished files."""
+        for part in self.writing:
+            done = part in self.finished
+            if part.pending_bytes >= FLUSH_BYTES or done or final:
+                chunk = b"".join(part.pending)
+                part.pending.clear()
+                part.pending_bytes = 0
+                if chunk and part.file is not None:
+                    await asyncio.to_thread(part.file.write, chunk)
+            if done and part.file is not None:
+                await asyncio.to_thread(part.file.close)
+                part.file = None
+        self.writing = [p for p in self.writing if p.file is not None]
+        self.finished.clear()
+
+    def discard(self) -> None:
+        for handle in self.open_files:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for received in self.files:
+            received.path.unlink(missing_ok=True)
+
+
+async def receive_files(
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    storage: Storage,
+    *,
+    max_file_bytes: int,
+    max_files: int,
+) -> list[ReceivedFile]:
+    """Stream every file part of the body to `storage.incoming`; all of them, or none."""
+    receiver = _Receiver(storage, max_file_bytes, max_files)
+    parser = MultipartParser(
+        boundary_of(content_type),
+        callbacks={  # type: ignore[arg-type]
+            "on_part_begin": receiver.on_part_begin,
+            "on_part_data": receiver.on_part_data,
+            "on_part_end": receiver.on_part_end,
+            "on_header_field": receiver.on_header_field,
+            "on_header_value": receiver.on_header_value,
+            "on_header_end": receiver.on_header_end,
+            "on_headers_finished": receiver.on_headers_finished,
+            "on_end": receiver.on_end,
+        },
+    )
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            try:
+                parser.write(chunk)
+            except UploadRefused:
+                raise
+            except Exception as exc:  # the parser's own errors: the body is not valid multipart
+                raise MalformedUpload("the multipart body is malformed") from exc
+            await receiver.flush()
+        parser.finalize()
+        if not receiver.complete:
+            raise MalformedUpload("the multipart body ended early")
+        await receiver.flush(final=True)
+        if not receiver.files:
+            raise MalformedUpload("no file in the upload: send each file as a part with a filename")
+        return receiver.files
+    except BaseException:
+        receiver.discard()
+        raise

@@ -1,0 +1,147 @@
+"""Builds and supervises the arq worker, embedded in the web process or standalone (`kiln worker`).
+
+`KilnWorker` is arq's Worker with one change: instead of sleeping `poll_delay` between polls, it
+waits for a wake-up (a `{"op": "wake"}` on the control channel after every enqueue, or a job
+finishing) with `poll_delay` only as a fallback, so an idle worker starts a task within
+milliseconds. Jobs are JSON, never pickle; leases and cancellation live in `tasks.jobs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arq.worker import Worker, func, log_redis_info
+from redis.exceptions import RedisError
+
+import keys
+from services import Services
+from tasks.jobs import PIPELINES, WorkerContext, process_asset
+from tasks.pool import ChildPool
+from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
+
+log = logging.getLogger("kiln.worker")
+
+PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture")
+"""Imported by every child before its first task, so no task pays for them."""
+
+
+class KilnWorker(Worker):
+    """arq's Worker, woken by the control channel instead of polling every half second."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._wake.set()  # a slot is free: look at the queue now
+
+    async def main(self) -> None:
+        """arq's main loop, with the fixed-delay sleep replaced by a wake-up wait."""
+        log.info("worker polling %s for %s", self.queue_name, ", ".join(self.functions))
+        await log_redis_info(self.pool, log.info)
+        self.ctx["redis"] = self.pool
+        while True:
+            self._wake.clear()
+            await self._poll_iteration()
+            if self.burst:
+                if 0 <= self.max_burst_jobs <= self._jobs_started():
+                    await asyncio.gather(*self.tasks.values())
+                    return
+                if await self.pool.zcard(self.queue_name) == 0:
+                    await asyncio.gather(*self.tasks.values())
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+
+    async def stop(self) -> None:
+        """Cancel running jobs (their children die; arq requeues them) without closing the pool."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+def build_worker(services: Services, pool: ChildPool, *, burst: bool = False,
+                 pipelines: Mapping[str, str] | None = None) -> KilnWorker:
+    """The one place a Kiln worker is made, for the embedded and the standalone worker alike."""
+    settings = services.settings
+    context = WorkerContext(services=services, pool=pool,
+                            pipelines=dict(pipelines or PIPELINES))
+    worker = KilnWorker(
+        functions=[func(process_asset, name=PROCESS_ASSET, max_tries=1_000_000)],
+        queue_name=keys.QUEUE,
+        redis_pool=services.redis,
+        burst=burst,
+        handle_signals=False,
+        max_jobs=settings.worker_concurrency,
+        job_timeout=settings.task_timeout + 60,
+        keep_result=0,
+        poll_delay=settings.poll_delay,
+        ctx={"kiln": context},
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        health_check_interval=60,
+    )
+    services.hub.on_control(lambda message: _on_control(worker, context, message))
+    return worker
+
+
+def _on_control(worker: KilnWorker, context: WorkerContext, message: dict[str, Any]) -> None:
+    op = message.get("op")
+    if op == "wake":
+        worker.wake()
+    elif op == "cancel" and isinstance(message.get("task_id"), str) and \
+            context.cancel(message["task_id"]):
+        log.info("task %s cancelled: child killed", message["task_id"])
+
+
+async def supervise(worker: KilnWorker) -> None:
+    """Run the worker until cancelled (or, in burst mode, until the queue is empty); an outage
+    of Redis only pauses it: it retries with a growing delay and goes on by itself."""
+    delay = 0.1
+    while True:
+        try:
+            await worker.main()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("worker lost Redis (%s); retrying in %.1f s", type(exc).__name__, delay)
+        except Exception:
+            log.exception("worker loop failed; restarting it in %.1f s", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+@dataclass(frozen=True)
+class RunningWorker:
+    worker: KilnWorker
+    pool: ChildPool
+    supervisor: asyncio.Task[None]
+    """Ends when the worker stops by itself (burst mode: the queue is empty)."""
+
+
+@contextlib.asynccontextmanager
+async def running_worker(services: Services, *, burst: bool = False,
+                         pipelines: Mapping[str, str] | None = None
+                         ) -> AsyncIterator[RunningWorker]:
+    """A started child pool and a supervised worker; both stopped on exit."""
+    settings = services.settings
+    pool = ChildPool(settings.worker_concurrency, settings.child_memory_bytes, preload=PRELOAD)
+    await pool.start()
+    worker = build_worker(services, pool, burst=burst, pipelines=pipelines)
+    task = asyncio.create_task(supervise(worker), name="kiln-worker")
+    try:
+        yield RunningWorker(worker, pool, task)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.stop()
+        await pool.close()
