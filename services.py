@@ -70,7 +70,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             events=events,
             queue=TaskQueue(redis, events, settings),
             accounts=Accounts(redis),
-            tokens=TokenService(settings.jwt_secret.__str__(), settings.token_ttl),
+            tokens=TokenService(str(settings.jwt_secret), settings.token_ttl, leeway=5),
             storage=storage,
             feed=EventFeed(redis, hub, store, snapshot_limit=SNAPSHOT_LIMIT),
         )
