@@ -1,0 +1,1 @@
+"""Authentication: access tokens, password hashing and the Starlette backend."""
