@@ -160,7 +160,7 @@ class Hub:
         async with entry.lock:
             if entry.listeners or not entry.subscribed:
                 return
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError, ConnectionError):
                 await self._command("unsubscribe", name)
             entry.subscribed = False
             if not entry.listeners and self._channels.get(name) is entry:
@@ -170,7 +170,8 @@ class Hub:
         """Send (un)subscribe and wait for Redis to confirm it on the reader."""
         await self._connected.wait()
         pubsub = self._pubsub
-        assert pubsub is not None
+        if pubsub is None or self._closing:
+            raise ConnectionError("the hub is closed")
         future = asyncio.get_running_loop().create_future()
         self._confirm[(kind, name)] = future
         try:

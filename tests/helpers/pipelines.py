@@ -1,0 +1,45 @@
+"""Pipelines for end-to-end tests, run in real child processes by the real worker.
+
+They stand in for a parser at its worst: slow, stuck in a CPU loop, or crashing natively.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.progress import Progress
+
+
+def _work(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    x = 0
+    while time.monotonic() < end:
+        x += 1
+
+
+def steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Two stages of 40 small CPU steps each, reporting each one (a busy progress stream)."""
+    for stage in ("load", "analyse"):
+        for i in range(40):
+            _work(0.01)
+            progress(stage, (i + 1) / 40)
+    return {"stats": {"bytes": Path(payload["source"]).stat().st_size}, "artifacts": []}
+
+
+def spin_forever(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Write the child's pid beside the task's files, then burn CPU until killed."""
+    pid_file = Path(payload["artifacts_dir"]).parent / "child.pid"
+    pid_file.write_text(str(os.getpid()))
+    fraction = 0.0
+    while True:
+        _work(0.05)
+        fraction = min(0.99, fraction + 0.01)
+        progress("spinning", fraction)
+
+
+def crash(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    progress("load", 0.5)
+    os.abort()

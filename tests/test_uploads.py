@@ -1,0 +1,132 @@
+"""Upload refusals: size cap counted on the wire, kind from the bytes, nothing left on disk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.client import KilnClient
+from tests.conftest import corpus, make_settings
+from tests.live import LiveServer
+from tests.users import add_user
+
+PSD = b"8BPS\x00\x01" + b"\x00" * 200
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n" + b"x" * 100
+
+
+def _stored_files(data_dir: Path) -> list[Path]:
+    return [p for p in (data_dir / "incoming").rglob("*") if p.is_file()] + \
+           [p for p in (data_dir / "tasks").rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def small_cap_server(redis_url: str, tmp_path: Path, live_server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
+    settings = make_settings(redis_url, tmp_path / "data", max_upload_bytes=64 * 1024,
+                             embedded_worker=False)
+    return live_server_factory(settings)
+
+
+async def _signed_in(server: LiveServer, redis_url: str) -> KilnClient:
+    await add_user(redis_url, "alice")
+    client = KilnClient(server.url)
+    await client.login("alice", "correct horse battery")
+    return client
+
+
+async def test_over_the_cap_is_413_and_leaves_no_file(small_cap_server: LiveServer,
+                                                      redis_url: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        big = ("big.obj", b"v 0 0 0\n" * 20_000)  # 160 KB, over the 64 KiB cap
+        response = await client.upload(corpus("OBJ/box.obj"), big)
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
+        assert "big.obj" in response.json()["message"]
+        tasks = await client.get("/api/tasks")
+        assert tasks.json()["total"] == 0
+    assert _stored_files(small_cap_server.settings.data_dir) == []
+
+
+async def test_a_lying_or_missing_content_length_changes_nothing(small_cap_server: LiveServer,
+                                                                 redis_url: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    boundary = "kilnboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.obj\"\r\n\r\n").encode() + b"v 0 0 0\n" * 20_000 + \
+        f"\r\n--{boundary}--\r\n".encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 8192):
+            yield body[i:i + 8192]
+            await asyncio.sleep(0)
+
+    headers = {**client.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with client:
+        no_length = await client.http.post("/api/uploads", content=chunked(), headers=headers)
+        assert no_length.status_code == 413
+    # a Content-Length that claims a small body while more bytes follow: the wire counts
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(small_cap_server.url.rsplit(":", 1)[1]))
+    head = (f"POST /api/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: {headers['Authorization']}\r\n"
+            f"Content-Type: {headers['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n")
+    writer.write(head.encode() + body)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert b" 413 " in status_line
+    assert _stored_files(small_cap_server.settings.data_dir) == []
+
+
+@pytest.mark.parametrize("name,content,status,code", [
+    ("layers.png", PSD, 415, "unsupported_type"),
+    ("poster.png", EPS, 415, "unsupported_type"),
+    ("notes.obj", b"hello, this is not a mesh\n", 415, "unsupported_type"),
+    ("empty.png", b"", 400, "empty_file"),
+])
+async def test_refused_kinds(small_cap_server: LiveServer, redis_url: str, name: str,
+                             content: bytes, status: int, code: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        response = await client.upload(corpus("OBJ/box.obj"), (name, content))
+        assert response.status_code == status, response.text
+        assert response.json()["error"] == code
+        assert name in response.json()["message"]
+    assert _stored_files(small_cap_server.settings.data_dir) == []
+
+
+async def test_malformed_requests(small_cap_server: LiveServer, redis_url: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        not_multipart = await client.post("/api/uploads", json={"file": "x"})
+        assert not_multipart.status_code == 400
+        assert not_multipart.json()["error"] == "malformed_upload"
+        no_files = await client.post("/api/uploads", data={"just": "a field"})
+        assert no_files.status_code == 400
+        truncated = await client.http.post(
+            "/api/uploads", content=b"--b\r\nContent-Disposition: form-data; name=\"f\"; "
+            b"filename=\"a.obj\"\r\n\r\nv 0 0 0\n",
+            headers={**client.headers, "Content-Type": "multipart/form-data; boundary=b"})
+        assert truncated.status_code == 400
+    assert _stored_files(small_cap_server.settings.data_dir) == []
+
+
+async def test_kind_comes_from_the_bytes_not_the_name(small_cap_server: LiveServer,
+                                                      redis_url: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        png = corpus("glTF2/BoxTextured-glTF/CesiumLogoFlat.png").read_bytes()
+        response = await client.upload(("model.obj", png), ("../../etc/passwd", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
+        assert response.status_code == 202, response.text
+        tasks = response.json()["tasks"]
+        assert [t["kind"] for t in tasks] == ["texture", "mesh"]
+        assert tasks[1]["filename"] == "passwd"
+        stored = sorted(p.name for p in _stored_files(small_cap_server.settings.data_dir))
+        assert stored == ["source", "source"]
+
+
+async def test_httpx_client_sanity(small_cap_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=small_cap_server.url) as http:
+        assert (await http.get("/healthz")).json()["status"] == "ok"
