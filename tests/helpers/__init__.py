@@ -1,0 +1,1 @@
+"""Code the tests run in places other than the test process itself."""

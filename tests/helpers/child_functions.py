@@ -1,0 +1,108 @@
+"""Task functions for tests: each runs in a pool child and misbehaves in one particular way."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+from tasks.errors import TaskError
+from tasks.progress import Payload, Progress, Result
+
+
+def echo(payload: Payload, progress: Progress) -> Result:
+    """Return the payload after reporting the start and end of two stages."""
+    progress("first", 0.0)
+    progress("first", 1.0)
+    progress("second", 0.5)
+    progress("second", 1.0)
+    return payload
+
+
+def large(payload: Payload, progress: Progress) -> Result:
+    """Return a text of `payload["bytes"]` characters."""
+    return {"text": "x" * int(payload["bytes"])}
+
+
+def report(payload: Payload, progress: Progress) -> Result:
+    """Report each `[stage, fraction]` of `payload["steps"]` as fast as possible."""
+    for stage, fraction in payload["steps"]:
+        progress(stage, fraction)
+    return {}
+
+
+def spin(payload: Payload, progress: Progress) -> Result:
+    """Keep one CPU busy for `payload["seconds"]`, reporting progress all the while."""
+    seconds = float(payload["seconds"])
+    started = time.monotonic()
+    calls = 0
+    progress("spin", 0.0)
+    while (elapsed := time.monotonic() - started) < seconds:
+        progress("spin", elapsed / seconds)
+        calls += 1
+    progress("spin", 1.0)
+    return {"pid": os.getpid(), "calls": calls}
+
+
+def abort(payload: Payload, progress: Progress) -> Result:
+    """Die by SIGABRT, as a C library does when an assertion fails."""
+    os.abort()
+
+
+def segfault(payload: Payload, progress: Progress) -> Result:
+    """Die by SIGSEGV, as a parser does on a crafted file."""
+    ctypes.string_at(0)
+    return {}
+
+
+def sigkill(payload: Payload, progress: Progress) -> Result:
+    """Die by a SIGKILL the pool did not send, as under the kernel's OOM killer."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def allocate(payload: Payload, progress: Progress) -> Result:
+    """Allocate `payload["bytes"]` and touch every page of it."""
+    size = int(payload["bytes"])
+    block = bytearray(size)
+    block[::4096] = b"\x01" * len(range(0, size, 4096))
+    return {"bytes": len(block)}
+
+
+def fail(payload: Payload, progress: Progress) -> Result:
+    """Raise the TaskError that the payload describes."""
+    raise TaskError(payload["message"], code=payload["code"])
+
+
+def boom(payload: Payload, progress: Progress) -> Result:
+    """Raise an unexpected exception whose text must not reach the user."""
+    raise ValueError("/secret/path")
+
+
+def exit_nonzero(payload: Payload, progress: Progress) -> Result:
+    """Leave the process with exit code 3 and no error message."""
+    os._exit(3)
+
+
+def chatty(payload: Payload, progress: Progress) -> Result:
+    """Write to stdout at every level, as noisy libraries do, then return normally."""
+    print("hello from print", flush=True)
+    sys.stdout.write('{"type": "result", "id": 0, "value": {}}\n')
+    sys.stdout.flush()
+    os.write(1, b"hello from fd 1\n")
+    progress("chat", 0.5)
+    return {"said": "hello"}
+
+
+def unencodable(payload: Payload, progress: Progress) -> Result:
+    """Return a value that JSON cannot carry."""
+    return {"value": object()}
+
+
+def memory_status(payload: Payload, progress: Progress) -> Result:
+    """The child's VmPeak and VmSize in bytes, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        fields = {name: value for name, _, value in (line.partition(":") for line in status)}
+    return {name: int(fields[name].split()[0]) * 1024 for name in ("VmPeak", "VmSize")}
