@@ -80,12 +80,14 @@ class KilnClient:
     async def post(self, path: str, **kw: Any) -> httpx.Response:
         return await self.http.post(path, headers=self.headers, **kw)
 
-    async def events(self, *, last_event_id: int | None = None, scope: str | None = None
-                     ) -> AsyncIterator[Event]:
+    async def events(self, *, last_event_id: int | str | None = None, scope: str | None = None,
+                     params: dict[str, str] | None = None) -> AsyncIterator[Event]:
         headers = dict(self.headers)
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
-        params = {"scope": scope} if scope else {}
+        params = dict(params or {})
+        if scope:
+            params["scope"] = scope
         async with self.http.stream("GET", "/api/events", headers=headers, params=params,
                                     timeout=httpx.Timeout(30, read=60)) as response:
             assert response.status_code == 200, await response.aread()
