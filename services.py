@@ -44,8 +44,7 @@ class Services:
 
 def connect_redis(url: str) -> ArqRedis:
     """The asyncio Redis client shared by the web app, the hub and the embedded worker."""
-    pool = ConnectionPool.from_url(url, socket_connect_timeout=5, socket_keepalive=True,
-                                   max_connections=512)
+    pool = ConnectionPool.from_url(url, socket_connect_timeout=5, max_connections=512)
     return ArqRedis(pool, job_serializer=job_serializer, job_deserializer=job_deserializer,
                     default_queue_name=keys.QUEUE)
 
