@@ -1,0 +1,124 @@
+"""How fast does an idle Kiln start an uploaded task? (issue: about 10 ms; arq's poll: ~250 ms)
+
+Runs a private redis-server and a real uvicorn with the embedded worker on 127.0.0.1, uploads a
+small mesh N times, one at a time with the service idle in between, and measures
+  - server side: the task's `created` timestamp -> its STARTED event's `ts` (enqueue to start)
+  - client side: sending POST /api/uploads -> receiving STARTED on the SSE stream
+
+    .venv/bin/python bench/pickup.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from accounts import Accounts  # noqa: E402
+from server import build_app  # noqa: E402
+from services import connect_redis  # noqa: E402
+from settings import Settings  # noqa: E402
+from starlette.datastructures import Secret  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def measure(base: str, n: int, mesh: bytes) -> tuple[list[float], list[float]]:
+    server_side, client_side = [], []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        token = (await http.post("/api/auth/login", json={
+            "username": "bench", "password": "bench password"})).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.stream("GET", "/api/events", headers=headers) as events:
+            lines = events.aiter_lines()
+            for i in range(n):
+                await asyncio.sleep(0.2)  # let the worker go idle: the case being measured
+                sent = time.perf_counter()
+                response = await http.post("/api/uploads", headers=headers,
+                                           files=[("file", ("cube.obj", mesh))])
+                tid = response.json()["tasks"][0]["task_id"]
+                async for line in lines:
+                    if line.startswith("data: ") and '"STARTED"' in line and tid in line:
+                        client_side.append(time.perf_counter() - sent)
+                        started = json.loads(line[6:])["ts"]
+                        break
+                task = (await http.get(f"/api/tasks/{tid}", headers=headers)).json()
+                server_side.append(started - task["created"])
+                print(f"\r  {i + 1}/{n} tasks", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return server_side, client_side
+
+
+def summary(name: str, values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+    return (f"{name:<34} median {statistics.median(ms):6.1f} ms   p95 {p95:6.1f} ms   "
+            f"max {ms[-1]:6.1f} ms")
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
+        port = free_port()
+        redis = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(port),
+             "--bind", "127.0.0.1", "--save", "", "--dir", tmp, "--daemonize", "no",
+             "--logfile", str(Path(tmp) / "redis.log")])
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            settings = Settings(redis_url=url, data_dir=Path(tmp) / "data",
+                                jwt_secret=Secret("bench-" + "x" * 40), worker_concurrency=2)
+
+            async def add_user() -> None:
+                client = connect_redis(url)
+                for _ in range(200):
+                    try:
+                        await client.ping()
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.02)
+                await Accounts(client).create("bench", "bench password")
+                await client.aclose()
+
+            asyncio.run(add_user())
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            server = uvicorn.Server(uvicorn.Config(build_app(settings), log_level="warning",
+                                                   loop="uvloop", timeout_graceful_shutdown=1))
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+            thread.start()
+            while not server.started:
+                time.sleep(0.01)
+            base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            mesh = (ROOT / "examples" / "cube.obj").read_bytes()
+            print(f"pickup of {n} uploads on an idle service (2 child processes)", file=sys.stderr)
+            server_side, client_side = asyncio.run(measure(base, n, mesh))
+            server.should_exit = True
+            thread.join()
+        finally:
+            redis.kill()
+            redis.wait()
+    print(summary("enqueue -> STARTED (server clock)", server_side))
+    print(summary("upload sent -> STARTED received", client_side))
+
+
+if __name__ == "__main__":
+    main()
