@@ -62,8 +62,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            waiter = asyncio.create_task(stop.wait())
-            done_when: list[asyncio.Future[None]] = [waiter]
+            waiter: asyncio.Task[object] = asyncio.create_task(stop.wait())
+            done_when: list[asyncio.Task[object]] = [waiter]
             if args.burst:
                 done_when.append(running.supervisor)
             await asyncio.wait(done_when, return_when=asyncio.FIRST_COMPLETED)

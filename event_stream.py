@@ -9,7 +9,7 @@ hole from the log first. A hole the log no longer holds (trimmed, expired) ends 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -49,7 +49,8 @@ class EventFeed:
         self._store = store
         self._snapshot_limit = snapshot_limit
 
-    async def follow(self, stream: keys.Stream, cursor: int | None) -> AsyncIterator[StreamEvent]:
+    async def follow(self, stream: keys.Stream, cursor: int | None
+                     ) -> AsyncGenerator[StreamEvent, None]:
         """Events after `cursor` (or a snapshot first), then live ones, until the caller stops."""
         async with self._hub.listen(stream.channel) as box:
             last = -1

@@ -45,7 +45,7 @@ class Guard(StrEnum):
     CREATE = "create"
     """The upload route: the task must not exist yet."""
     CLAIM = "claim"
-    """A worker starts a queued attempt: state PENDING or RETRY with the same attempt; sets `run`."""
+    """A worker starts a queued attempt: PENDING or RETRY with the same attempt; sets `run`."""
     RUN = "run"
     """The run that claimed the attempt: same attempt and run id, state not terminal."""
     REQUEUE = "requeue"

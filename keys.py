@@ -3,7 +3,8 @@
 Session-scoped names share the hash tag `{s:<sid>}` and user-scoped names `{u:<uid>}`, so a
 session's channel, log and counter would live on one slot of a Redis Cluster. Ids are made by the
 server and checked against `ids.ID_PATTERN` where they enter (tokens, routes); names are only ever
-used with exact commands (SUBSCRIBE, never PSUBSCRIBE), so even a forced odd id cannot match another.
+used with exact commands (SUBSCRIBE, never PSUBSCRIBE), so even a forced odd id cannot match
+another.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ QUEUE = f"{PREFIX}:queue"
 """The arq queue (a sorted set of job ids)."""
 
 CONTROL_CHANNEL = f"{PREFIX}:control"
-"""Worker control messages: `{"op": "wake"}` after an enqueue, `{"op": "cancel", "task_id": ...}`."""
+"""Worker control: `{"op": "wake"}` after an enqueue, `{"op": "cancel", "task_id": ...}`."""
 
 USERNAMES = f"{PREFIX}:usernames"
 """Hash: user name -> user id (names come from people; they never go into a key name)."""

@@ -32,11 +32,11 @@ ControlHandler = Callable[[dict[str, Any]], None]
 
 
 class Overflow(Exception):
-    """A listener fell too far behind; its stream is closed and the client resumes from its cursor."""
+    """A listener fell too far behind: its stream closes and the client resumes."""
 
 
 class Mailbox:
-    """A bounded queue of `(seq, json)` for one listener; overflowing closes it instead of blocking."""
+    """A bounded queue of `(seq, json)` for one listener; overflow closes it, never blocks."""
 
     __slots__ = ("_items", "_limit", "_waiter", "overflowed")
 
@@ -109,7 +109,7 @@ class Hub:
         self._control_handlers.append(handler)
 
     async def start(self) -> None:
-        """Connect and subscribe the control channel; later outages are repaired in the background."""
+        """Connect and subscribe the control channel. Outages are repaired in the background."""
         self._reader = asyncio.create_task(self._run(), name="kiln-hub")
         await self._connected.wait()
 
@@ -192,7 +192,7 @@ class Hub:
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 self._connected.clear()
                 log.warning("pub/sub connection lost (%s); reconnecting", type(exc).__name__)
                 for future in self._confirm.values():
@@ -213,7 +213,7 @@ class Hub:
         deadline = loop.time() + 10
         while pending:
             if loop.time() > deadline:
-                raise asyncio.TimeoutError("Redis did not confirm the subscriptions")
+                raise TimeoutError("Redis did not confirm the subscriptions")
             message = await pubsub.get_message(timeout=1.0)
             if message and message["type"] == "subscribe":
                 pending.discard(message["channel"])
@@ -226,7 +226,7 @@ class Hub:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
         pubsub = self._pubsub
@@ -240,7 +240,7 @@ class Hub:
             if message is None:
                 if now - last_seen >= self._ping_interval:
                     if pinged:
-                        raise asyncio.TimeoutError("Redis did not answer PING")
+                        raise TimeoutError("Redis did not answer PING")
                     await pubsub.ping()
                     pinged = True
                 continue

@@ -1,4 +1,4 @@
-"""Receive a multipart upload straight to disk, counting bytes as they arrive, never trusting headers.
+"""Receive a multipart upload straight to disk, counting bytes as they arrive (never headers).
 
 Nothing is kept unless the whole request is accepted: on any refusal or disconnect every file
 received so far is deleted before the error leaves this module.
@@ -182,7 +182,7 @@ async def receive_files(
     receiver = _Receiver(storage, max_file_bytes, max_files)
     parser = MultipartParser(
         boundary_of(content_type),
-        callbacks={  # type: ignore[arg-type]
+        callbacks={
             "on_part_begin": receiver.on_part_begin,
             "on_part_data": receiver.on_part_data,
             "on_part_end": receiver.on_part_end,

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from arq.worker import Worker, func, log_redis_info
+from arq.connections import log_redis_info
+from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 import keys
@@ -90,13 +91,15 @@ def build_worker(services: Services, pool: ChildPool, *, burst: bool = False,
         job_deserializer=job_deserializer,
         health_check_interval=60,
     )
-    services.hub.on_control(lambda message: _on_control(worker, context, message))
+    services.hub.on_control(lambda message: handle_control(message, context, worker))
     return worker
 
 
-def _on_control(worker: KilnWorker, context: WorkerContext, message: dict[str, Any]) -> None:
+def handle_control(message: dict[str, Any], context: WorkerContext,
+                   worker: KilnWorker | None = None) -> None:
+    """Act on a control message: wake the worker's poll, or kill a cancelled task's child."""
     op = message.get("op")
-    if op == "wake":
+    if op == "wake" and worker is not None:
         worker.wake()
     elif op == "cancel" and isinstance(message.get("task_id"), str) and \
             context.cancel(message["task_id"]):

@@ -1,4 +1,4 @@
-"""Composition root of a standalone worker run by arq's own CLI: `arq worker_settings.WorkerSettings`.
+"""Composition root of a worker run by arq's own CLI: `arq worker_settings.WorkerSettings`.
 
 The same job code as the embedded worker and `kiln worker`. arq's CLI always builds its stock
 Worker, which polls the queue every KILN_POLL_DELAY seconds; `kiln worker` runs `KilnWorker`,
@@ -21,7 +21,7 @@ from settings import Settings
 from tasks.jobs import PIPELINES, WorkerContext, process_asset
 from tasks.pool import ChildPool
 from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
-from worker import PRELOAD
+from worker import PRELOAD, handle_control
 
 _settings = Settings.from_env()
 
@@ -38,8 +38,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     await pool.start()
     stack.push_async_callback(pool.close)
     context = WorkerContext(services=services, pool=pool, pipelines=dict(PIPELINES))
-    services.hub.on_control(
-        lambda m: context.cancel(m["task_id"]) if m.get("op") == "cancel" else None)
+    services.hub.on_control(lambda message: handle_control(message, context))
     ctx["kiln"] = context
 
 

@@ -1,1 +1,1 @@
-"""Task planning (light, imported by the web process) and asset pipelines (heavy, run in children)."""
+"""Task planning (light, used by the web process) and asset pipelines (heavy, run in children)."""

@@ -64,8 +64,9 @@ class ProgressCoalescer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), delay)
                     continue  # look again: a stage change may have come, or the delay is over
-                item, self._latest = self._latest, None
-                assert item is not None
+                latest, self._latest = self._latest, None
+                assert latest is not None
+                item = latest
             if not await self._deliver(*item):
                 return
             next_allowed = loop.time() + self._interval

@@ -220,7 +220,7 @@ class _Run:
             with contextlib.suppress(RedisError, OSError):
                 if self.job_id:
                     await redis.pexpire(in_progress_key_prefix + self.job_id, lease_ms)
-                state = await redis.hget(keys.task(self.task_id), "state")
+                state = await redis.hget(keys.task(self.task_id), "state")  # type: ignore[misc]
                 if state is not None and state.decode() == TaskState.REVOKED:
                     self.kiln.cancel(self.task_id)
             await asyncio.sleep(settings.job_lease / 3)

@@ -1,4 +1,4 @@
-"""The progress callback a pipeline receives: report the fraction (0..1) of the current stage done."""
+"""The progress callback a pipeline receives: the fraction (0..1) of the current stage done."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ from settings import Settings
 PROCESS_ASSET = "process_asset"
 """The arq function name of every asset task (a wire identifier: renaming it breaks queued jobs)."""
 
+CANCELLED = {"code": "cancelled", "message": "cancelled by its owner"}
+
 QUEUE_EXPIRY_S = 30 * 86400
 """A queued job stays runnable this long (arq's default, one day, could drop acknowledged work)."""
 
@@ -66,9 +68,8 @@ class TaskQueue:
         emitted = await self._events.emit(
             record.identity, Guard.REVOKE, TaskState.REVOKED, attempt=record.attempt,
             run=record.run, stage="cancelled", progress=float(record.fields.get("progress", 0)),
-            extra={"error": {"code": "cancelled", "message": "cancelled by its owner"}},
-            fields={"finished": repr(time.time()),
-                    "error": json.dumps({"code": "cancelled", "message": "cancelled by its owner"})},
+            extra={"error": CANCELLED},
+            fields={"finished": repr(time.time()), "error": json.dumps(CANCELLED)},
         )
         if emitted is None:
             return False

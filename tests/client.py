@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ class KilnClient:
         return await self.http.post(path, headers=self.headers, **kw)
 
     async def events(self, *, last_event_id: int | str | None = None, scope: str | None = None,
-                     params: dict[str, str] | None = None) -> AsyncIterator[Event]:
+                     params: dict[str, str] | None = None) -> AsyncGenerator[Event, None]:
         headers = dict(self.headers)
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
@@ -96,7 +96,7 @@ class KilnClient:
 
 
 async def collect(stream: AsyncIterator[Event], until: Callable[[list[Event]], bool],
-                  timeout: float = 30) -> list[Event]:
+                  timeout: float = 30) -> list[Event]:  # noqa: ASYNC109 -- a test's deadline
     """Read events until `until(events)` holds; fails the test after `timeout` seconds."""
     seen: list[Event] = []
     async with asyncio.timeout(timeout):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import uvicorn
 
 from server import build_app
 from settings import Settings
+
+ServerFactory = Callable[..., "LiveServer"]
+"""The `live_server_factory` fixture: `factory(settings, pipelines=...) -> LiveServer`."""
 
 
 @dataclass

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import corpus, make_settings
-from tests.live import LiveServer
+from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
 SLOW = {"mesh": "tests.helpers.pipelines:spin_forever", "texture": "tasks.texture:describe"}
@@ -27,7 +28,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def server_with(redis_url: str, tmp_path: Path, live_server_factory):  # type: ignore[no-untyped-def]
+def server_with(redis_url: str, tmp_path: Path,
+                live_server_factory: ServerFactory) -> Callable[[dict[str, str]], LiveServer]:
     def start(pipelines: dict[str, str]) -> LiveServer:
         return live_server_factory(make_settings(redis_url, tmp_path / "data"),
                                    pipelines=pipelines)
@@ -35,7 +37,7 @@ def server_with(redis_url: str, tmp_path: Path, live_server_factory):  # type: i
 
 
 async def test_cancelling_a_running_task_kills_its_child_within_a_second(
-        server_with, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+        server_with: Callable[[dict[str, str]], LiveServer], redis_url: str) -> None:
     server = server_with(SLOW)
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:
@@ -65,7 +67,7 @@ async def test_cancelling_a_running_task_kills_its_child_within_a_second(
 
 
 async def test_a_queued_task_that_is_cancelled_never_starts(
-        server_with, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+        server_with: Callable[[dict[str, str]], LiveServer], redis_url: str) -> None:
     server = server_with(SLOW)  # two slots, both taken by spinning tasks
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:
@@ -90,7 +92,7 @@ async def test_a_queued_task_that_is_cancelled_never_starts(
 
 
 async def test_a_child_that_aborts_fails_its_task_and_nothing_else(
-        server_with, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+        server_with: Callable[[dict[str, str]], LiveServer], redis_url: str) -> None:
     server = server_with(CRASHING)
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:

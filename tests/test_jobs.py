@@ -1,4 +1,4 @@
-"""At-least-once delivery, exactly one terminal event: duplicates, lost runs, leases (burst worker)."""
+"""At-least-once delivery, exactly one terminal event: duplicates, lost runs, leases."""
 
 from __future__ import annotations
 

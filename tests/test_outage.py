@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from pathlib import Path
 
 from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import RedisProcess, corpus, make_settings
-from tests.live import LiveServer
+from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
 OUTAGE_SECONDS = 3.0
 
 
-async def test_service_resumes_after_redis_restarts(tmp_path: Path, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_service_resumes_after_redis_restarts(tmp_path: Path,
+                                                     live_server_factory: ServerFactory) -> None:
     (tmp_path / "redis").mkdir()
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
@@ -26,7 +27,7 @@ async def test_service_resumes_after_redis_restarts(tmp_path: Path, live_server_
             await collect(stream, lambda ev: len(ev) >= 1)
 
             redis.stop()  # killed: the outage the service must ride out
-            time.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for work
+            await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for work
             redis.start()  # same port, same AOF: the data is back
 
             tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]

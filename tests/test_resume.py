@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jwt
 import pytest
 from redis.asyncio import Redis
 
 import keys
 from tests.client import Event, KilnClient, collect, terminal_for
 from tests.conftest import corpus, make_settings
-from tests.live import LiveServer
+from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
 BUSY = {"mesh": "tests.helpers.pipelines:steps", "texture": "tests.helpers.pipelines:steps"}
 
 
 @pytest.fixture
-def busy_server(redis_url: str, tmp_path: Path, live_server_factory) -> LiveServer:  # type: ignore[no-untyped-def]
+def busy_server(redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> LiveServer:
     settings = make_settings(redis_url, tmp_path / "data", progress_hz=50.0)
     return live_server_factory(settings, pipelines=BUSY)
 
@@ -35,7 +36,7 @@ async def test_reconnecting_mid_run_is_lossless(busy_server: LiveServer, redis_u
         done = terminal_for(ids)
         # drop the connection three times while the tasks run, resuming from the last id seen
         for cut in (5, 15, 25):
-            received += await collect(stream, lambda ev, n=cut: len(ev) >= n)
+            received += await collect(stream, lambda ev, n=cut: len(ev) >= n)  # type: ignore[misc]
             await stream.aclose()
             if done(received):
                 break
@@ -50,7 +51,7 @@ async def test_reconnecting_mid_run_is_lossless(busy_server: LiveServer, redis_u
     assert seqs == list(range(1, len(seqs) + 1)), "a gap or a duplicate in the sequence"
     assert len(seqs) > 40  # the busy pipelines really did report a lot
 
-    sid = __import__("jwt").decode(login["access_token"], options={"verify_signature": False})["sid"]
+    sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
     redis = Redis.from_url(redis_url)
     logged = await redis.xrange(keys.session_stream(sid).log)
     await redis.aclose()
@@ -94,8 +95,7 @@ async def test_unknown_or_trimmed_cursor_starts_with_a_snapshot(busy_server: Liv
         assert [e.id for e in replayed] == [last - 1, last]
 
         # the log lost its oldest entries: a cursor from before them cannot be replayed
-        sid = __import__("jwt").decode(login["access_token"],
-                                       options={"verify_signature": False})["sid"]
+        sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
         redis = Redis.from_url(redis_url)
         await redis.xtrim(keys.session_stream(sid).log, minid=f"{last - 1}-0")
         await redis.aclose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.client import KilnClient, collect, terminal_for
+from tests.client import Event, KilnClient, collect, terminal_for
 from tests.conftest import corpus
 from tests.live import LiveServer
 from tests.users import add_user
@@ -10,7 +10,7 @@ from tests.users import add_user
 STATE_ORDER = ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
 
 
-def _states(events: list, task_id: str) -> list[str]:
+def _states(events: list[Event], task_id: str) -> list[str]:
     return [e.data["state"] for e in events if e.event == "task" and e.data["task_id"] == task_id]
 
 
@@ -41,7 +41,7 @@ async def test_mesh_and_texture_stream_their_states_in_order(live_server: LiveSe
         events = await collect(stream, terminal_for([t["task_id"] for t in body["tasks"]]))
         await stream.aclose()
 
-    ids = [e.id for e in first + events]
+    ids = [e.id or 0 for e in first + events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     for task in body["tasks"]:
         assert _collapse(_states(events, task["task_id"])) == STATE_ORDER
