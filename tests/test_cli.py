@@ -1,0 +1,69 @@
+"""The `kiln` command as a user runs it: serve with a private redis-server, add users."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+KILN = [sys.executable, "-m", "cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILN_", "REDIS_URL"))}
+    return {**env, **extra}
+
+
+def test_users_add_reads_the_password_from_stdin(redis_url: str, tmp_path: Path) -> None:
+    env = _env(REDIS_URL=redis_url, KILN_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([*KILN, "users", "add", "carol", "--admin"], input="a long password\n",
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "created an admin named carol" in done.stdout
+    assert "a long password" not in done.stdout + done.stderr
+    again = subprocess.run([*KILN, "users", "add", "carol"], input="another password\n",
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_serve_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(KILN_DATA_DIR=str(tmp_path / "data"), KILN_PORT=str(port), KILN_WORKERS="1")
+    process = subprocess.Popen([*KILN, "serve"], env=env, cwd=ROOT, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    assert process.stderr is not None
+    output = []
+    try:
+        password = None
+        deadline = time.monotonic() + 60
+        while password is None or "Application startup complete" not in "".join(output):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(output)
+            line = process.stderr.readline()
+            output.append(line)
+            if "created the user 'admin'" in line:
+                password = process.stderr.readline().strip()
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16,}", password)
+        redis_pid = int((tmp_path / "data" / "redis" / "redis.pid").read_text())
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            assert http.get("/healthz").json()["redis"] == "ok"
+            login = http.post("/api/auth/login", json={"username": "admin", "password": password})
+            assert login.status_code == 200
+        appendonly = tmp_path / "data" / "redis" / "appendonlydir"
+        assert appendonly.is_dir()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(30)
+        rest = process.stderr.read()
+        process.stderr.close()
+    assert process.returncode == 0, "".join(output) + rest
+    assert not Path(f"/proc/{redis_pid}").exists(), "the private redis-server outlived kiln serve"
+    assert password not in "".join(line for line in output if "password" not in line)
