@@ -67,3 +67,46 @@ def test_serve_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
     assert process.returncode == 0, "".join(output) + rest
     assert not Path(f"/proc/{redis_pid}").exists(), "the private redis-server outlived kiln serve"
     assert password not in "".join(line for line in output if "password" not in line)
+
+
+async def _queued_task(redis_url: str, data_dir: Path) -> tuple[str, object]:
+    from services import open_services
+    from settings import Settings
+    from tasks.queue import new_task_identity
+
+    settings = Settings(redis_url=redis_url, data_dir=data_dir)
+    async with open_services(settings, redis_url) as services:
+        who = new_task_identity(owner="u1", session="s1", batch="b1", kind="mesh",
+                                filename="cube.obj")
+        source = data_dir / "upload.obj"
+        source.write_bytes((ROOT / "examples" / "cube.obj").read_bytes())
+        services.storage.adopt(source, who.task_id)
+        assert await services.queue.submit(who, format="obj", size=1, source="source")
+    return who.task_id, settings
+
+
+async def _state(redis_url: str, task_id: str) -> dict[str, object]:
+    from redis.asyncio import Redis
+
+    from records import TaskStore
+
+    client = Redis.from_url(redis_url)
+    record = await TaskStore(client).get(task_id)
+    await client.aclose()
+    assert record is not None
+    return record.view()
+
+
+async def test_standalone_workers_run_queued_tasks(redis_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = _env(REDIS_URL=redis_url, KILN_DATA_DIR=str(data_dir), KILN_WORKERS="1")
+    for command in ([*KILN, "worker", "--burst"],
+                    [sys.executable, "-m", "arq", "worker_settings.WorkerSettings", "--burst"]):
+        task_id, _ = await _queued_task(redis_url, data_dir)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        view = await _state(redis_url, task_id)
+        assert view["state"] == "SUCCESS", (command, view, done.stderr[-2000:])
+        assert view["result"]["faces"] == 12  # type: ignore[index]

@@ -35,6 +35,10 @@ async def test_another_users_task_is_404_everywhere(live_server: LiveServer,
             mine, theirs, nobody = (await alice.get(path), await bob.get(path),
                                     await bob.get(path.replace(tid, unknown)))
             assert mine.status_code == 200
+            if "artifacts" in path:
+                assert mine.headers["content-disposition"].startswith("attachment")
+                assert mine.headers["x-content-type-options"] == "nosniff"
+                assert mine.content.startswith(b"\x89PNG")
             assert theirs.status_code == nobody.status_code == 404
             assert theirs.json() == nobody.json()
         for action in ("cancel", "retry"):
