@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -41,7 +42,7 @@ def test_serve_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
     process = subprocess.Popen([*KILN, "serve"], env=env, cwd=ROOT, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     assert process.stderr is not None
-    output = []
+    output: list[str] = []
     try:
         password = None
         deadline = time.monotonic() + 60
@@ -104,8 +105,8 @@ async def test_standalone_workers_run_queued_tasks(redis_url: str, tmp_path: Pat
     for command in ([*KILN, "worker", "--burst"],
                     [sys.executable, "-m", "arq", "worker_settings.WorkerSettings", "--burst"]):
         task_id, _ = await _queued_task(redis_url, data_dir)
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
-                              timeout=120)
+        done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                       env=env, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stderr
         view = await _state(redis_url, task_id)
         assert view["state"] == "SUCCESS", (command, view, done.stderr[-2000:])

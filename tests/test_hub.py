@@ -24,7 +24,8 @@ async def test_many_streams_share_one_pubsub_connection(live_server: LiveServer,
                 stream = client.events(scope=scope)
                 await collect(stream, lambda ev: len(ev) >= 1)
                 streams.append(stream)
-        pubsub = redis_sync.Redis.from_url(redis_url).client_list(_type="pubsub")
+        pubsub: list[dict[str, str]] = redis_sync.Redis.from_url(redis_url).client_list(
+            _type="pubsub")  # type: ignore[assignment]
         assert len(pubsub) == 1
         for stream in streams:
             await stream.aclose()
