@@ -1,7 +1,8 @@
 """The wire contract of task events: states, the event schema, and the one script that writes them.
 
 Every state change and progress update goes through `EventWriter.emit`, which runs `EMIT_SCRIPT`:
-it checks the transition against the task's snapshot, then INCRs the session's and the user's
+it checks the transition against the task's snapshot (a claim also takes the run's lease), then
+INCRs the session's and the user's
 sequence, XADDs the event to both capped logs (entry id = sequence), HSETs the snapshot and
 PUBLISHes `<seq> <json>` on both channels, all at once, so log, snapshot and channel never disagree.
 """
@@ -69,6 +70,7 @@ elseif not cur_state then
   return {0, 'MISSING'}
 elseif guard == 'claim' then
   if not queued[cur_state] or attempt ~= cur_attempt then return {0, cur_state} end
+  redis.call('SET', KEYS[11], run, 'PX', ARGV[#ARGV])
 elseif guard == 'run' then
   if terminal[cur_state] or attempt ~= cur_attempt or run ~= cur_run then return {0, cur_state} end
 elseif guard == 'requeue' then
@@ -87,7 +89,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, sseq .. '-0', 'e', event)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, useq .. '-0', 'e', event)
 for _, k in ipairs({KEYS[2], KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, event_ttl) end
 local fields = {'state', state, 'attempt', attempt, 'run', run}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', task, unpack(fields))
 redis.call('EXPIRE', task, task_ttl)
 if guard == 'create' then
@@ -159,6 +161,7 @@ class EventWriter:
         self._maxlen = str(settings.event_log_max)
         self._event_ttl = str(settings.event_ttl)
         self._task_ttl = str(settings.task_ttl)
+        self._lease_ms = str(int(settings.job_lease * 1000))
 
     async def emit(
         self,
@@ -186,12 +189,13 @@ class EventWriter:
                            self._event_ttl, self._task_ttl, event]
         for name, value in record.items():
             args += [name, value]
+        args.append(self._lease_ms)  # last: the run lease a claim takes
         result = await self._script(
             keys=[keys.task(who.task_id),
                   session.seq, session.log, session.tasks,
                   user.seq, user.log, user.tasks,
                   keys.batch_tasks(who.batch),
-                  session.channel, user.channel],
+                  session.channel, user.channel, keys.run_lease(who.task_id)],
             args=args,
         )
         if int(result[0]) != 1:

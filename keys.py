@@ -28,6 +28,11 @@ def task(task_id: str) -> str:
     return f"{TASK_PREFIX}{task_id}"
 
 
+def run_lease(task_id: str) -> str:
+    """String with a TTL: the run id of the live run of a task, kept alive by its worker."""
+    return f"{TASK_PREFIX}{task_id}:lease"
+
+
 def user(user_id: str) -> str:
     """Hash: a user's name, password hash and role."""
     return f"{PREFIX}:user:{user_id}"

@@ -85,8 +85,11 @@ class _Run:
         if record.state.terminal:
             return
         self.attempt = record.attempt
-        if record.state in RUNNING_STATES and not await self._recover_lost_run():
-            return
+        if record.state in RUNNING_STATES:
+            if await self.services.redis.exists(keys.run_lease(self.task_id)):
+                return  # a live run holds the task: this delivery is a duplicate
+            if not await self._recover_lost_run():
+                return
         claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
                                    fields={"started": repr(time.time())})
         if claimed is None:
@@ -220,6 +223,7 @@ class _Run:
             with contextlib.suppress(RedisError, OSError):
                 if self.job_id:
                     await redis.pexpire(in_progress_key_prefix + self.job_id, lease_ms)
+                await redis.set(keys.run_lease(self.task_id), self.run_id, px=lease_ms)
                 state = await redis.hget(keys.task(self.task_id), "state")  # type: ignore[misc]
                 if state is not None and state.decode() == TaskState.REVOKED:
                     self.kiln.cancel(self.task_id)

@@ -47,10 +47,13 @@ def _states(log: list[dict[str, object]]) -> list[object]:
     return [e["state"] for e in log if e["state"] != "PROGRESS"]
 
 
-async def test_a_job_delivered_twice_runs_once(services: Services, tmp_path: Path) -> None:
+@pytest.mark.parametrize("duplicates", [1, 3])
+async def test_a_job_delivered_twice_runs_once(services: Services, tmp_path: Path,
+                                               duplicates: int) -> None:
     tid = await _submit(services, tmp_path)
-    await services.redis.enqueue_job(PROCESS_ASSET, tid, _job_id="duplicate",
-                                     _queue_name=keys.QUEUE)
+    for n in range(duplicates):  # delivered again while the first delivery runs, or after
+        await services.redis.enqueue_job(PROCESS_ASSET, tid, _job_id=f"duplicate-{n}",
+                                         _queue_name=keys.QUEUE)
     await _drain(services)
     log = await _log(services)
     assert _states(log) == ["PENDING", "STARTED", "SUCCESS"]
@@ -65,6 +68,7 @@ async def test_a_lost_run_gets_a_new_attempt_and_its_stale_events_are_refused(
     # a worker claimed attempt 1 and died: its job is still queued, as arq leaves it
     assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
                                       attempt=1, run="dead-run", stage="starting")
+    await services.redis.delete(keys.run_lease(tid))  # its lease lapsed with it
     await _drain(services)
     log = await _log(services)
     assert _states(log) == ["PENDING", "STARTED", "RETRY", "STARTED", "SUCCESS"]
@@ -86,6 +90,7 @@ async def test_a_task_whose_worker_keeps_dying_fails_with_worker_lost(
         await services.events.emit(ident, Guard.REQUEUE, TaskState.RETRY, attempt=attempt)
         await services.events.emit(ident, Guard.CLAIM, TaskState.STARTED, attempt=attempt,
                                    run=f"r{attempt}")
+    await services.redis.delete(keys.run_lease(tid))
     await _drain(services)
     final = await services.tasks.get(tid)
     assert final is not None and final.state is TaskState.FAILURE
