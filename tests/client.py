@@ -95,6 +95,13 @@ class KilnClient:
                 yield event
 
 
+async def live_events(client: KilnClient) -> AsyncGenerator[Event, None]:
+    """A stream of the client's session, its opening snapshot already read: live from here."""
+    stream = client.events()
+    await collect(stream, lambda ev: len(ev) >= 1)
+    return stream
+
+
 async def collect(stream: AsyncIterator[Event], until: Callable[[list[Event]], bool],
                   timeout: float = 30) -> list[Event]:  # noqa: ASYNC109 -- a test's deadline
     """Read events until `until(events)` holds; fails the test after `timeout` seconds."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client import KilnClient, collect, terminal_for
+from tests.client import KilnClient, collect, live_events, terminal_for
 from tests.conftest import corpus, make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
@@ -42,8 +42,7 @@ async def test_cancelling_a_running_task_kills_its_child_within_a_second(
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:
         await client.login("alice", "correct horse battery")
-        stream = client.events()
-        await collect(stream, lambda ev: len(ev) >= 1)
+        stream = await live_events(client)
         tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
         await collect(stream, lambda ev: any(e.data.get("state") == "PROGRESS" for e in ev))
         pid = int((server.settings.data_dir / "tasks" / tid / "child.pid").read_text())
@@ -72,8 +71,7 @@ async def test_a_queued_task_that_is_cancelled_never_starts(
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:
         await client.login("alice", "correct horse battery")
-        stream = client.events()
-        await collect(stream, lambda ev: len(ev) >= 1)
+        stream = await live_events(client)
         body = (await client.upload(corpus("OBJ/box.obj"), corpus("PLY/cube.ply"),
                                     corpus("STL/Spider_ascii.stl"))).json()
         ids = [t["task_id"] for t in body["tasks"]]
@@ -97,8 +95,7 @@ async def test_a_child_that_aborts_fails_its_task_and_nothing_else(
     await add_user(redis_url, "alice")
     async with KilnClient(server.url) as client:
         await client.login("alice", "correct horse battery")
-        stream = client.events()
-        await collect(stream, lambda ev: len(ev) >= 1)
+        stream = await live_events(client)
         body = (await client.upload(corpus("OBJ/box.obj"), corpus("Collada/duckCM.tga"),
                                     corpus("glTF2/BoxTextured-glTF/CesiumLogoFlat.png"))).json()
         ids = {t["filename"]: t["task_id"] for t in body["tasks"]}
