@@ -7,13 +7,16 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from tasks import detect
-from tasks.errors import CorruptFile, TooLarge
+from tasks.errors import CorruptFile, TooLarge, UnsupportedFormat
 
 # Kiln format -> the one Pillow decoder allowed to read it
 PILLOW_FORMATS: dict[str, str] = {
@@ -27,6 +30,9 @@ PILLOW_FORMATS: dict[str, str] = {
 }
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 MAX_LABEL = 80
+# an EXR may hold many channels per pixel: cap the samples read, as four channels at the pixel cap
+MAX_EXR_SAMPLES_PER_PIXEL = 4
+MAX_EXR_CHANNELS = 64
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -141,3 +147,125 @@ def safe_label(text: str) -> str:
     """`text` made fit for a message: printable ASCII, at most MAX_LABEL characters."""
     cleaned = _UNPRINTABLE.sub("?", text)
     return cleaned if len(cleaned) <= MAX_LABEL else cleaned[: MAX_LABEL - 3] + "..."
+
+
+@dataclass(frozen=True)
+class ExrImage:
+    """The first part of an OpenEXR file: linear colour (rows, columns, 3), optional alpha."""
+
+    width: int
+    height: int
+    channels: tuple[tuple[str, str], ...]  # (name, "half" | "float" | "uint"), names sanitised
+    parts: int
+    colour: NDArray[np.float32]
+    alpha: NDArray[np.float32] | None
+
+
+def open_exr(source: Path, max_pixels: int, *, what: str = "image") -> ExrImage:
+    """Read an OpenEXR file, refusing by its header (before any pixel) more than `max_pixels`."""
+    import OpenEXR  # heavy, and only the EXR path needs it
+
+    label = safe_label(what)
+    try:
+        header_file = OpenEXR.File(str(source), header_only=True)
+        headers = [part.header for part in header_file.parts]
+    except Exception as error:  # the binding raises RuntimeError, ValueError... on bad bytes
+        raise CorruptFile(f"The {label} is not a readable OpenEXR image.") from error
+    pixels, samples = 0, 0
+    for header in headers:
+        if header.get("type") in (OpenEXR.deepscanline, OpenEXR.deeptile):
+            raise UnsupportedFormat(f"The {label} is a deep OpenEXR image, not supported.")
+        width, height = _data_window(header, label)
+        channels = len(header.get("channels", ()))
+        if channels > MAX_EXR_CHANNELS:
+            raise TooLarge(f"The {label} has {channels} channels; the limit is {MAX_EXR_CHANNELS}.")
+        pixels += width * height
+        samples += width * height * channels
+    if not headers:
+        raise CorruptFile(f"The {label} holds no OpenEXR image.")
+    if pixels > max_pixels:
+        raise TooLarge(f"The {label} has {pixels:,} pixels; the limit is {max_pixels:,} pixels.")
+    if samples > max_pixels * MAX_EXR_SAMPLES_PER_PIXEL:
+        raise TooLarge(
+            f"The {label} has {samples:,} samples; the limit is "
+            f"{max_pixels * MAX_EXR_SAMPLES_PER_PIXEL:,} samples."
+        )
+    width, height = _data_window(headers[0], label)
+    try:
+        channels_read = OpenEXR.File(str(source), separate_channels=True).channels()
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise CorruptFile(f"The {label} is damaged and cannot be decoded as OpenEXR.") from error
+    return _exr_image(channels_read, width, height, len(headers), label)
+
+
+def _data_window(header: dict[str, Any], label: str) -> tuple[int, int]:
+    try:
+        low, high = header["dataWindow"]
+        width = int(high[0]) - int(low[0]) + 1
+        height = int(high[1]) - int(low[1]) + 1
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise CorruptFile(f"The {label} has no readable OpenEXR data window.") from error
+    if width < 1 or height < 1:
+        raise CorruptFile(f"The {label} has an empty OpenEXR data window.")
+    return width, height
+
+
+def _exr_image(
+    channels: dict[str, Any], width: int, height: int, parts: int, label: str
+) -> ExrImage:
+    planes: dict[str, NDArray[np.float32]] = {}
+    described: list[tuple[str, str]] = []
+    for name, channel in channels.items():
+        pixels = np.asarray(channel.pixels)
+        kind = channel.type().name.lower()
+        described.append((safe_label(str(name)), kind))
+        if pixels.shape != (height, width):  # subsampled (chroma) channels are not shown
+            continue
+        plane = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=65504.0, neginf=0.0)
+        if kind == "uint":  # ids or counts, not light: spread them over 0..1 to be seen
+            plane /= max(float(plane.max()), 1.0)
+        planes[str(name)] = plane
+    if {"R", "G", "B"} <= planes.keys():
+        colour = np.dstack([planes["R"], planes["G"], planes["B"]])
+    elif planes:
+        grey = planes.get("Y", next(iter(planes.values())))
+        colour = np.dstack([grey, grey, grey])
+    else:
+        raise CorruptFile(f"The {label} has no full-resolution channel to show.")
+    alpha = planes.get("A")
+    return ExrImage(width, height, tuple(described), parts, colour, alpha)
+
+
+def tone_map(exr: ExrImage) -> tuple[Image.Image, float]:
+    """An 8-bit sRGB image of linear EXR colour, and the exposure (stops) applied before clamping.
+
+    The exposure brings the 99th percentile of the brightest channel to 1 when it is above 1,
+    so texture data (0..1) is shown as is and HDR light is not all white.
+    """
+    colour = np.maximum(exr.colour, 0.0)
+    peak = float(np.percentile(colour.max(axis=-1), 99)) if colour.size else 0.0
+    scale = 1.0 / peak if peak > 1.0 else 1.0
+    encoded = linear_to_srgb(np.clip(colour * scale, 0.0, 1.0))
+    bands = [np.round(encoded * 255.0).astype(np.uint8)]
+    if exr.alpha is not None:
+        bands.append(np.round(np.clip(exr.alpha, 0.0, 1.0) * 255.0).astype(np.uint8)[..., None])
+    image = Image.fromarray(np.concatenate(bands, axis=-1))
+    return image, float(np.log2(scale))
+
+
+def linear_to_srgb(linear: NDArray[Any]) -> NDArray[np.float64]:
+    """The sRGB transfer function on values in 0..1."""
+    linear = np.asarray(linear, dtype=np.float64)
+    low = linear * 12.92
+    high = 1.055 * np.power(np.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055
+    return np.where(linear <= 0.0031308, low, high)
+
+
+def srgb_to_linear(encoded: NDArray[Any]) -> NDArray[np.float64]:
+    """The inverse sRGB transfer function on values in 0..1."""
+    encoded = np.asarray(encoded, dtype=np.float64)
+    return np.where(
+        encoded <= 0.04045, encoded / 12.92, np.power((encoded + 0.055) / 1.055, 2.4)
+    )

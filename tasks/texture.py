@@ -1,14 +1,28 @@
-"""The texture pipeline: open an image through an allow-list of decoders; describe, thumbnail it."""
+"""The texture pipeline: describe an image or OpenEXR file, judge it as a normal map, thumbnail and
+mip it."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from tasks.errors import UnsupportedFormat
-from tasks.imaging import ALPHA_MODES, PILLOW_FORMATS, open_image, to_display
+from tasks.imaging import (
+    ALPHA_MODES,
+    PILLOW_FORMATS,
+    ExrImage,
+    open_exr,
+    open_image,
+    safe_label,
+    to_display,
+    tone_map,
+)
+from tasks.mips import MIP_TOP_SIZE, write_mips
+from tasks.normal_map import normal_map_verdict
 from tasks.progress import Payload, Progress, Result
 
 THUMBNAIL_NAME = "thumbnail.png"
@@ -16,27 +30,48 @@ THUMBNAIL_SIZE = (256, 256)
 
 
 def describe(payload: Payload, progress: Progress) -> Result:
-    """Describe the image at `payload["source"]` and write its thumbnail into `artifacts_dir`."""
+    """Describe the image at `payload["source"]`; write its thumbnail and mips into `artifacts_dir`.
+
+    Optional `payload["limits"]`: `mip_top_size` (largest mip side, default MIP_TOP_SIZE).
+    """
     fmt = str(payload["format"])
-    if fmt not in PILLOW_FORMATS:
-        raise UnsupportedFormat(f"{fmt.upper()} images are not supported.")
+    if fmt != "exr" and fmt not in PILLOW_FORMATS:
+        raise UnsupportedFormat(f"{safe_label(fmt.upper())} images are not supported.")
     source = Path(payload["source"])
     max_pixels = int(payload["max_pixels"])
+    limits = payload.get("limits") or {}
+    mip_top_size = int(limits.get("mip_top_size", MIP_TOP_SIZE))
     progress("open", 0.0)
-    with open_image(source, max_pixels, [fmt]) as image:
+    if fmt == "exr":
+        exr = open_exr(source, max_pixels, what="texture")
+        display, exposure = tone_map(exr)
         progress("open", 1.0)
         progress("analyse", 0.0)
-        stats = _stats(image, fmt, source)
-        progress("analyse", 1.0)
-        progress("thumbnail", 0.0)
-        thumbnail = _thumbnail(image)
-    artifacts = Path(payload["artifacts_dir"])
-    artifacts.mkdir(parents=True, exist_ok=True)
-    target = artifacts / THUMBNAIL_NAME
+        stats = _exr_stats(exr, exposure)
+        encoded = np.round(np.clip(exr.colour, 0.0, 1.0) * 255.0).astype(np.uint8)
+        stats["normal_map"] = normal_map_verdict(Image.fromarray(encoded))
+    else:
+        with open_image(source, max_pixels, [fmt], what="texture") as image:
+            progress("open", 1.0)
+            progress("analyse", 0.0)
+            stats = _stats(image, fmt, source)
+            if image.tell():
+                image.seek(0)
+            display = to_display(image)
+        stats["normal_map"] = normal_map_verdict(display)
+    progress("analyse", 1.0)
+    progress("thumbnail", 0.0)
+    artifacts_dir = Path(payload["artifacts_dir"])
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    target = artifacts_dir / THUMBNAIL_NAME
+    thumbnail = display.copy()
+    thumbnail.thumbnail(THUMBNAIL_SIZE)
     thumbnail.save(target, format="PNG", optimize=True)
     progress("thumbnail", 1.0)
     artifact = {"name": THUMBNAIL_NAME, "media_type": "image/png", "size": target.stat().st_size}
-    return {"stats": stats, "artifacts": [artifact]}
+    mips, mip_artifacts = write_mips(display, artifacts_dir, progress, mip_top_size)
+    stats["mips"] = mips
+    return {"stats": stats, "artifacts": [artifact, *mip_artifacts]}
 
 
 def _stats(image: Image.Image, fmt: str, source: Path) -> dict[str, Any]:
@@ -53,6 +88,29 @@ def _stats(image: Image.Image, fmt: str, source: Path) -> dict[str, Any]:
         "alpha_used": has_alpha and _alpha_used(image),
         "power_of_two": _power_of_two(width) and _power_of_two(height),
         "frames": int(getattr(image, "n_frames", 1)),
+        "icc": _icc(image.info.get("icc_profile")),
+    }
+
+
+def _exr_stats(exr: ExrImage, exposure: float) -> dict[str, Any]:
+    kinds = {kind for _, kind in exr.channels}
+    alpha = exr.alpha
+    return {
+        "format": "exr",
+        "width": exr.width,
+        "height": exr.height,
+        "mode": "RGB" if alpha is None else "RGBA",
+        "bands": len(exr.channels),
+        "bit_depth": 16 if kinds == {"half"} else 32,
+        "pixel_type": kinds.pop() if len(kinds) == 1 else "mixed",
+        "channels": [{"name": name, "type": kind} for name, kind in exr.channels],
+        "has_alpha": alpha is not None,
+        "alpha_used": alpha is not None and bool((alpha < 1.0 - 0.5 / 255.0).any()),
+        "power_of_two": _power_of_two(exr.width) and _power_of_two(exr.height),
+        "frames": 1,
+        "parts": exr.parts,
+        "exposure": round(exposure, 3),
+        "icc": None,
     }
 
 
@@ -91,10 +149,16 @@ def _alpha_used(image: Image.Image) -> bool:
     return isinstance(low, (int, float)) and low < 255
 
 
-def _thumbnail(image: Image.Image) -> Image.Image:
-    """An RGB or RGBA copy of the first frame that fits in THUMBNAIL_SIZE, keeping the aspect."""
-    if image.tell():
-        image.seek(0)
-    small = to_display(image)
-    small.thumbnail(THUMBNAIL_SIZE)
-    return small
+def _icc(data: object) -> dict[str, str] | None:
+    """The embedded ICC profile's description and colour space; a broken one is reported."""
+    if not isinstance(data, bytes) or not data:
+        return None
+    try:
+        from PIL import ImageCms
+
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+        description = ImageCms.getProfileDescription(profile).strip()
+        colour_space = str(profile.profile.xcolor_space).strip()
+    except Exception:  # littlecms refuses damaged profiles in several ways
+        return {"error": "unreadable profile"}
+    return {"description": safe_label(description), "color_space": safe_label(colour_space)}

@@ -101,9 +101,9 @@ def test_alpha_formats_report_used_alpha(
     assert artifact["size"] == (tmp_path / "artifacts" / "thumbnail.png").stat().st_size
     small = thumbnail(tmp_path)
     assert small.size == (256, 128) and small.mode == "RGBA"
-    assert [stage for stage, _ in events] == [
-        *("open", "open", "analyse", "analyse", "thumbnail", "thumbnail")
-    ]
+    stages = [stage for stage, _ in events]
+    assert stages[:6] == ["open", "open", "analyse", "analyse", "thumbnail", "thumbnail"]
+    assert set(stages[6:]) == {"mips"} and events[6] == ("mips", 0.0) and events[-1] == ("mips", 1.0)
 
 
 def test_opaque_alpha_channel_is_not_used(tmp_path: Path) -> None:
@@ -238,9 +238,10 @@ def test_truncated_png_is_corrupt(tmp_path: Path) -> None:
     assert str(tmp_path) not in caught.value.message
 
 
-def test_exr_is_not_supported_yet(tmp_path: Path) -> None:
+def test_damaged_exr_is_corrupt(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.write_bytes(b"\x76\x2f\x31\x01" + bytes(64))
     with pytest.raises(TaskError) as caught:
         describe_file(tmp_path, source, fmt="exr")
-    assert caught.value.code == "unsupported_format"
+    assert caught.value.code == "corrupt_file"
+    assert str(tmp_path) not in caught.value.message
