@@ -82,6 +82,26 @@ class Settings:
     sse_queue_size: int = 256
     sse_ping: float = 15.0
     page_size_max: int = 200
+    max_pixels: int = 178_956_970
+    max_faces: int = 20_000_000
+    archive_max_members: int = 1000
+    archive_max_bytes: int = 2 * GiB
+    archive_max_ratio: float = 200.0
+    lod_min_faces: int = 10_000
+    thumbnail_size: int = 512
+    turntable_frames: int = 24
+
+    def pipeline_limits(self) -> dict[str, int | float]:
+        """The limits a pipeline receives in its payload (the child process has no Settings)."""
+        return {
+            "max_faces": self.max_faces,
+            "archive_max_members": self.archive_max_members,
+            "archive_max_bytes": self.archive_max_bytes,
+            "archive_max_ratio": self.archive_max_ratio,
+            "lod_min_faces": self.lod_min_faces,
+            "thumbnail_size": self.thumbnail_size,
+            "turntable_frames": self.turntable_frames,
+        }
 
     @property
     def private_redis_dir(self) -> Path:
@@ -129,6 +149,14 @@ class Settings:
             sse_queue_size=_int(env, "KILN_SSE_QUEUE", 256, minimum=1),
             sse_ping=_float(env, "KILN_SSE_PING", 15.0, minimum=0.1),
             page_size_max=_int(env, "KILN_PAGE_SIZE_MAX", 200, minimum=1),
+            max_pixels=_int(env, "KILN_MAX_PIXELS", 178_956_970, minimum=1),
+            max_faces=_int(env, "KILN_MAX_FACES", 20_000_000, minimum=1),
+            archive_max_members=_int(env, "KILN_ARCHIVE_MAX_MEMBERS", 1000, minimum=1),
+            archive_max_bytes=_int(env, "KILN_ARCHIVE_MAX_BYTES", 2 * GiB, minimum=1),
+            archive_max_ratio=_float(env, "KILN_ARCHIVE_MAX_RATIO", 200.0, minimum=1.0),
+            lod_min_faces=_int(env, "KILN_LOD_MIN_FACES", 10_000, minimum=1),
+            thumbnail_size=_int(env, "KILN_THUMBNAIL_SIZE", 512, minimum=16),
+            turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
         )
 
 

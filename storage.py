@@ -1,8 +1,10 @@
 """Uploads and artifacts on disk, under server-made ids only; display names are sanitised copies.
 
     <data>/incoming/<random>.part          a file while it is being received
-    <data>/tasks/<task id>/source          the stored upload (its name is never the client's)
+    <data>/tasks/<task id>/files/<name>    the task's uploaded files, under sanitised unique names
+    <data>/tasks/<task id>/work/           scratch space of a run (an unpacked zip), cleared per run
     <data>/tasks/<task id>/artifacts/<n>   what the pipeline wrote (names chosen by Kiln's code)
+    <data>/tasks/<task id>/source          the single upload of a task made by Kiln 0.1
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from ids import is_valid_id, new_id
 
 MAX_DISPLAY_NAME = 200
+MAX_STORED_NAME_BYTES = 180
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -29,6 +32,32 @@ def display_name(raw: str | None) -> str:
     name = _CONTROL.sub("", name).strip().lstrip(".")
     name = name[:MAX_DISPLAY_NAME]
     return name or "upload"
+
+
+def stored_names(raw_names: list[str]) -> list[str]:
+    """One safe file name per upload part, unique within the upload without regard to case, each
+    short enough for any file system; a clash gets a counter before its extension."""
+    taken: set[str] = set()
+    names = []
+    for raw in raw_names:
+        name = _fit_bytes(display_name(raw))
+        stem, dot, suffix = name.rpartition(".")
+        if not dot:
+            stem, suffix = name, ""
+        counter = 1
+        while name.lower() in taken:
+            counter += 1
+            name = _fit_bytes(f"{stem} ({counter}){dot}{suffix}")
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _fit_bytes(name: str) -> str:
+    while len(name.encode()) > MAX_STORED_NAME_BYTES:
+        stem, dot, suffix = name.rpartition(".")
+        name = f"{stem[:-1]}{dot}{suffix}" if dot and len(stem) > 1 else name[:-1]
+    return name
 
 
 class Storage:
@@ -52,7 +81,14 @@ class Storage:
         return self.tasks / task_id
 
     def source(self, task_id: str) -> Path:
+        """Where Kiln 0.1 kept a task's single upload (tasks it queued still run)."""
         return self.task_dir(task_id) / "source"
+
+    def files_dir(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / "files"
+
+    def work_dir(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / "work"
 
     def artifacts_dir(self, task_id: str) -> Path:
         return self.task_dir(task_id) / "artifacts"
@@ -63,15 +99,24 @@ class Storage:
             return None
         return self.artifacts_dir(task_id) / name
 
-    def adopt(self, incoming: Path, task_id: str) -> Path:
-        """Move a fully received file into its task's directory (same file system: a rename)."""
-        target = self.source(task_id)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.replace(incoming, target)
-        return target
+    def adopt(self, task_id: str, files: list[tuple[str, Path]]) -> None:
+        """Give a task its files: (stored name, received file) pairs, linked into its directory
+        (a received file may belong to several tasks; the caller removes the received files)."""
+        directory = self.files_dir(task_id)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, incoming in files:
+            if "/" in name or name in ("", ".", ".."):
+                raise ValueError("not a stored file name")
+            target = directory / name
+            try:
+                os.link(incoming, target)
+            except OSError:
+                shutil.copyfile(incoming, target)
 
-    def clear_artifacts(self, task_id: str) -> None:
+    def clear_run(self, task_id: str) -> None:
+        """Forget what an earlier run of the task wrote: artifacts and scratch space."""
         shutil.rmtree(self.artifacts_dir(task_id), ignore_errors=True)
+        shutil.rmtree(self.work_dir(task_id), ignore_errors=True)
 
     def sweep_incoming(self, older_than: float = 6 * 3600) -> int:
         """Remove partial uploads a crash left behind (old enough that no process still writes)."""

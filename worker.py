@@ -27,7 +27,7 @@ from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
 
 log = logging.getLogger("kiln.worker")
 
-PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture")
+PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture", "tasks.material")
 """Imported by every child before its first task, so no task pays for them."""
 
 

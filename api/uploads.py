@@ -1,4 +1,5 @@
-"""POST /api/uploads: stream files to disk, decide each kind from its bytes, queue one task each."""
+"""POST /api/uploads: stream files to disk, decide each kind from its bytes, group a model with its
+companion files, and queue one task per group."""
 
 from __future__ import annotations
 
@@ -12,22 +13,42 @@ from starlette.routing import Route
 from api.deps import require_user, services
 from api.errors import ApiError
 from ids import new_id
-from tasks.detect import SUPPORTED, Detection, sniff
+from storage import stored_names
+from tasks.detect import SUPPORTED, sniff
+from tasks.grouping import Group, UploadFile, plan
 from tasks.queue import new_task_identity
 from uploads import ReceivedFile, receive_files
 
+_COMPANIONS = {
+    "mtl": "an MTL material library: upload it together with the OBJ that uses it",
+    "bin": "a glTF buffer: upload it together with the .gltf that uses it",
+}
 
-def _refuse_unreadable(received: ReceivedFile, detection: Detection | None) -> Detection:
-    if received.size == 0:
-        raise ApiError(400, "empty_file", f"{received.filename} is empty")
-    if detection is None:
-        raise ApiError(415, "unsupported_type",
-                       f"{received.filename} is not a mesh, texture or material Kiln can read")
-    if detection.format not in SUPPORTED:
-        raise ApiError(415, "unsupported_type",
-                       f"{received.filename} is {detection.label}, which Kiln recognises but "
-                       "cannot process yet")
-    return detection
+
+def _inspect(received: list[ReceivedFile]) -> tuple[list[Group], list[UploadFile]]:
+    names = stored_names([f.filename for f in received])
+    files = [UploadFile(name, f.path, f.size, sniff(f.path) if f.size else None)
+             for name, f in zip(names, received, strict=True)]
+    return plan(files)
+
+
+def _refusal(file: UploadFile, received: ReceivedFile) -> ApiError:
+    if file.size == 0:
+        return ApiError(400, "empty_file", f"{received.filename} is empty")
+    suffix = file.name.rsplit(".", 1)[-1].lower()
+    if suffix in _COMPANIONS:
+        return ApiError(415, "unsupported_type",
+                        f"{received.filename} is {_COMPANIONS[suffix]} (no model here names it)")
+    return ApiError(415, "unsupported_type",
+                    f"{received.filename} is not a mesh, texture or material Kiln can read")
+
+
+def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> None:
+    for group in groups:
+        if group.format not in SUPPORTED:
+            raise ApiError(415, "unsupported_type",
+                           f"{received[group.main].filename} is a {group.format.upper()} file, "
+                           "which Kiln recognises but cannot process")
 
 
 async def create_upload(request: Request) -> Response:
@@ -39,29 +60,27 @@ async def create_upload(request: Request) -> Response:
         max_files=kiln.settings.max_files_per_upload,
     )
     try:
-        detections = [
-            _refuse_unreadable(f, await asyncio.to_thread(sniff, f.path)) for f in received
-        ]
-    except BaseException:
-        for f in received:
-            f.path.unlink(missing_ok=True)
-        raise
-    batch = new_id()
-    tasks = []
-    for index, (file, detection) in enumerate(zip(received, detections, strict=True)):
-        who = new_task_identity(owner=signed_in.user.id, session=signed_in.claims.session_id,
-                                batch=batch, kind=detection.kind, filename=file.filename)
-        try:
-            kiln.storage.adopt(file.path, who.task_id)
-            await kiln.queue.submit(who, format=detection.format, size=file.size,
-                                    source="source")
-        except BaseException:
-            for rest in received[index:]:
-                with contextlib.suppress(OSError):
-                    rest.path.unlink(missing_ok=True)
-            raise
-        tasks.append({"task_id": who.task_id, "filename": who.filename, "kind": who.kind,
-                      "format": detection.format, "size": file.size})
+        groups, refused = await asyncio.to_thread(_inspect, received)
+        by_name = dict(zip(stored_names([f.filename for f in received]), received, strict=True))
+        if refused:
+            raise _refusal(refused[0], by_name[refused[0].name])
+        _check_supported(groups, by_name)
+        batch = new_id()
+        tasks = []
+        for group in groups:
+            main = by_name[group.main]
+            who = new_task_identity(owner=signed_in.user.id, session=signed_in.claims.session_id,
+                                    batch=batch, kind=group.kind, filename=main.filename)
+            await asyncio.to_thread(kiln.storage.adopt, who.task_id,
+                                    [(name, by_name[name].path) for name in group.files])
+            size = sum(by_name[name].size for name in group.files)
+            await kiln.queue.submit(who, format=group.format, size=size, files=group.files)
+            tasks.append({"task_id": who.task_id, "filename": who.filename, "kind": who.kind,
+                          "format": group.format, "size": size, "files": list(group.files)})
+    finally:
+        for file in received:
+            with contextlib.suppress(OSError):
+                file.path.unlink(missing_ok=True)
     return JSONResponse({"batch_id": batch, "tasks": tasks}, status_code=202)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from tasks.pbr_names import group_sets
+
 Kind = Literal["mesh", "texture", "material"]
 
 HEAD_BYTES = 64 * 1024
@@ -60,11 +62,10 @@ FORMATS: frozenset[str] = frozenset(_DETECTIONS)
 
 _ASCII_FBX = Detection("mesh", "fbx", "Autodesk FBX (ASCII)")
 
-SUPPORTED: frozenset[str] = frozenset(
-    {"obj", "stl", "ply", "off", "glb", "gltf"}
-    | {"png", "jpeg", "tga", "tiff", "webp", "bmp", "gif"}
-)
-"""Formats whose pipeline exists today; the others are recognised but not supported yet."""
+SUPPORTED: frozenset[str] = FORMATS | {"pbr"}
+"""Formats a pipeline processes ("pbr": the maps of one texture set, grouped at upload)."""
+
+_TEXTURE_SET_ZIP = Detection("material", "zip", "ZIP archive holding one texture set")
 
 # files that must never be taken for anything, whatever else their bytes happen to satisfy
 _REFUSED_MAGIC = (
@@ -359,4 +360,8 @@ def _sniff_zip(file: IO[bytes], tail: bytes) -> Detection | None:
         and not n.rsplit("/", 1)[-1].startswith("._")
         and n.rsplit(".", 1)[-1] in _MODEL_SUFFIXES
     ]
-    return _DETECTIONS["zip"] if len(models) == 1 else None
+    if len(models) == 1:
+        return _DETECTIONS["zip"]
+    if not models and len(group_sets(n for n in names if not n.lower().startswith("__macosx/"))) == 1:
+        return _TEXTURE_SET_ZIP
+    return None

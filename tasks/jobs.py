@@ -34,13 +34,11 @@ from tasks.pool import ChildPool
 log = logging.getLogger("kiln.jobs")
 
 PIPELINES: Mapping[str, str] = {
-    "mesh": "tasks.mesh:analyse",
+    "mesh": "tasks.mesh:process",
     "texture": "tasks.texture:describe",
+    "material": "tasks.material:process",
 }
 """Task kind -> the function its child runs (module:function)."""
-
-MAX_PIXELS = 178_956_970
-"""Pillow's own default: an image over this many pixels is refused as a decompression bomb."""
 
 
 @dataclass
@@ -119,13 +117,8 @@ class _Run:
             error = {"code": "unsupported_format", "message": f"no pipeline for {kind} files"}
             await self._finish(Guard.RUN, TaskState.FAILURE, error=error)
             return
-        await asyncio.to_thread(storage.clear_artifacts, self.task_id)
-        payload = {
-            "source": str(storage.source(self.task_id)),
-            "format": self.record.fields.get("format", ""),
-            "artifacts_dir": str(storage.artifacts_dir(self.task_id)),
-            "max_pixels": MAX_PIXELS,
-        }
+        await asyncio.to_thread(storage.clear_run, self.task_id)
+        payload = self._payload()
         inner: asyncio.Task[dict[str, Any]] | None = None
 
         def rejected() -> None:
@@ -154,6 +147,27 @@ class _Run:
             self.kiln.running.pop(self.task_id, None)
         await progress.close()
         await self._finish(Guard.RUN, TaskState.SUCCESS, result=result)
+
+    def _payload(self) -> dict[str, Any]:
+        """What the child needs: where the task's files are, what they are, and the limits."""
+        assert self.record is not None
+        storage, settings, fields = self.services.storage, self.services.settings, self.record.fields
+        files = json.loads(fields.get("files") or "[]")
+        if files:
+            source = storage.files_dir(self.task_id) / fields["source"]
+        else:  # queued by Kiln 0.1: a single file named `source`
+            source, files = storage.source(self.task_id), ["source"]
+        return {
+            "source": str(source),
+            "files_dir": str(source.parent),
+            "main": source.name,
+            "files": files,
+            "format": fields.get("format", ""),
+            "artifacts_dir": str(storage.artifacts_dir(self.task_id)),
+            "work_dir": str(storage.work_dir(self.task_id)),
+            "max_pixels": settings.max_pixels,
+            "limits": settings.pipeline_limits(),
+        }
 
     async def _send_progress(self, stage: str, fraction: float) -> bool:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -45,16 +46,18 @@ class TaskQueue:
         self._settings = settings
 
     async def submit(
-        self, who: TaskIdentity, *, format: str, size: int, source: str
+        self, who: TaskIdentity, *, format: str, size: int, files: Sequence[str]
     ) -> bool:
-        """Create the task (PENDING, attempt 1) and queue its first job."""
+        """Create the task (PENDING, attempt 1) and queue its first job; `files` are its stored
+        files, the main one first."""
         now = time.time()
         emitted = await self._events.emit(
             who, Guard.CREATE, TaskState.PENDING, attempt=1, stage="queued",
             fields={
                 "id": who.task_id, "owner": who.owner, "session": who.session,
                 "batch": who.batch, "kind": who.kind, "filename": who.filename,
-                "format": format, "size": str(size), "source": source,
+                "format": format, "size": str(size), "source": files[0],
+                "files": json.dumps(list(files)),
                 "created": repr(now), "created_ms": str(int(now * 1000)),
             },
         )

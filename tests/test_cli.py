@@ -81,8 +81,8 @@ async def _queued_task(redis_url: str, data_dir: Path) -> tuple[str, object]:
                                 filename="cube.obj")
         source = data_dir / "upload.obj"
         source.write_bytes((ROOT / "examples" / "cube.obj").read_bytes())
-        services.storage.adopt(source, who.task_id)
-        assert await services.queue.submit(who, format="obj", size=1, source="source")
+        services.storage.adopt(who.task_id, [(source.name, source)])
+        assert await services.queue.submit(who, format="obj", size=1, files=[source.name])
     return who.task_id, settings
 
 

@@ -28,8 +28,8 @@ async def _submit(services: Services, tmp_path: Path) -> str:
     who = new_task_identity(owner="u1", session="s1", batch="b1", kind="mesh", filename="a.obj")
     source = tmp_path / "a.obj"
     source.write_text("v 0 0 0\n")
-    services.storage.adopt(source, who.task_id)
-    assert await services.queue.submit(who, format="obj", size=8, source="source")
+    services.storage.adopt(who.task_id, [(source.name, source)])
+    assert await services.queue.submit(who, format="obj", size=8, files=[source.name])
     return who.task_id
 
 

@@ -1,0 +1,42 @@
+"""The material pipeline: a Substance archive (.sbsar), a Substance source (.sbs), or one PBR
+texture set (maps uploaded together, or zipped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.archive import ArchiveLimits, unpack_zip
+from tasks.errors import UnsupportedFormat
+from tasks.pbr import describe_set
+from tasks.pbr_names import group_sets
+from tasks.progress import Payload, Progress, Result
+from tasks.substance import describe_sbs, describe_sbsar
+
+
+def process(payload: Payload, progress: Progress) -> Result:
+    """Describe the material the task holds; its format says which kind it is."""
+    fmt = str(payload["format"])
+    if fmt == "sbsar":
+        return describe_sbsar(payload, progress)
+    if fmt == "sbs":
+        return describe_sbs(payload, progress)
+    if fmt == "pbr":
+        return describe_set(payload, progress)
+    if fmt == "zip":
+        return describe_set(_unzipped_set(payload, progress), progress)
+    raise UnsupportedFormat(f"{fmt.upper()} materials are not supported.")
+
+
+def _unzipped_set(payload: Payload, progress: Progress) -> dict[str, Any]:
+    progress("unpack", 0.0)
+    limits = dict(payload.get("limits") or {})
+    directory = Path(payload["work_dir"]) / "unzipped"
+    names = unpack_zip(Path(payload["source"]), directory, ArchiveLimits.from_payload(limits))
+    sets = group_sets(names)
+    if len(sets) != 1:
+        found = "no texture set" if not sets else f"{len(sets)} texture sets"
+        raise UnsupportedFormat(f"The zip archive must hold exactly one texture set; it holds "
+                                f"{found}.")
+    progress("unpack", 1.0)
+    return {**payload, "files_dir": str(directory), "files": sorted(sets[0].maps.values())}

@@ -1,0 +1,51 @@
+"""The web-ready outputs of a model: one GLB of the whole scene, and simplified LODs of big ones."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import fast_simplification
+import numpy as np
+import trimesh
+
+from tasks.progress import Progress
+
+LOD_MIN_FACES = 10_000
+"""Below this many faces a model is light enough for the web as it is: no LODs."""
+LOD_RATIOS = (0.5, 0.1)
+
+
+def write_glb(scene: trimesh.Scene, target: Path) -> dict[str, Any]:
+    """Export the scene (materials and textures kept) as a binary glTF."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        data = scene.export(file_type="glb")
+    target.write_bytes(data)
+    return {"name": target.name, "media_type": "model/gltf-binary", "size": len(data)}
+
+
+def write_lods(welded: trimesh.Trimesh, directory: Path, progress: Progress, *,
+               min_faces: int = LOD_MIN_FACES,
+               ratios: tuple[float, ...] = LOD_RATIOS) -> tuple[list[dict[str, Any]],
+                                                                list[dict[str, Any]]]:
+    """Simplified copies of the (welded) model at each ratio of its faces, as GLB files; nothing
+    when it has fewer than `min_faces` faces. Returns (artifacts, summary for the stats)."""
+    faces = len(welded.faces)
+    if faces < min_faces or not ratios:
+        return [], []
+    artifacts, summary = [], []
+    points = np.asarray(welded.vertices, dtype=np.float32)
+    triangles = np.asarray(welded.faces, dtype=np.int32)
+    for level, ratio in enumerate(ratios, start=1):
+        progress("lods", (level - 1) / len(ratios))
+        simplified_points, simplified_faces = fast_simplification.simplify(
+            points, triangles, target_reduction=1.0 - ratio)
+        lod = trimesh.Trimesh(vertices=simplified_points, faces=simplified_faces, process=False)
+        name = f"model-lod{level}.glb"
+        artifacts.append(write_glb(trimesh.Scene(lod), directory / name))
+        summary.append({"name": name, "ratio": ratio, "faces": len(simplified_faces),
+                        "vertices": len(simplified_points)})
+    progress("lods", 1.0)
+    return artifacts, summary
