@@ -103,7 +103,8 @@ def test_alpha_formats_report_used_alpha(
     assert small.size == (256, 128) and small.mode == "RGBA"
     stages = [stage for stage, _ in events]
     assert stages[:6] == ["open", "open", "analyse", "analyse", "thumbnail", "thumbnail"]
-    assert set(stages[6:]) == {"mips"} and events[6] == ("mips", 0.0) and events[-1] == ("mips", 1.0)
+    assert set(stages[6:]) == {"mips"}
+    assert events[6] == ("mips", 0.0) and events[-1] == ("mips", 1.0)
 
 
 def test_opaque_alpha_channel_is_not_used(tmp_path: Path) -> None:
@@ -245,3 +246,149 @@ def test_damaged_exr_is_corrupt(tmp_path: Path) -> None:
         describe_file(tmp_path, source, fmt="exr")
     assert caught.value.code == "corrupt_file"
     assert str(tmp_path) not in caught.value.message
+
+
+def test_eps_disguised_as_png_is_corrupt(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    with pytest.raises(TaskError) as caught:
+        describe_file(tmp_path, source, fmt="png")
+    assert caught.value.code == "corrupt_file"
+
+
+def mips_on_disk(tmp_path: Path, result: Result) -> list[tuple[int, int]]:
+    """Sizes of the mip artifacts, decoded, after checking they match the stats."""
+    artifacts = {a["name"]: a for a in result["artifacts"]}
+    sizes = []
+    for mip in result["stats"]["mips"]:
+        assert mip["name"] == f"mip-{mip['level']}-{mip['width']}x{mip['height']}.webp"
+        path = tmp_path / "artifacts" / mip["name"]
+        assert artifacts[mip["name"]] == {
+            "name": mip["name"], "media_type": "image/webp", "size": path.stat().st_size
+        }
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and image.size == (mip["width"], mip["height"])
+        sizes.append(image.size)
+    return sizes
+
+
+def test_mip_chain_of_a_non_square_texture(tmp_path: Path) -> None:
+    image = Image.new("RGB", (300, 200), (10, 200, 30))
+    result = describe_file(tmp_path, save(tmp_path, image, "PNG"))[0]
+    assert mips_on_disk(tmp_path, result) == [
+        *((256, 128), (128, 64), (64, 32), (32, 16), (16, 8), (8, 4), (4, 2), (2, 1), (1, 1))
+    ]
+    assert [mip["level"] for mip in result["stats"]["mips"]] == list(range(9))
+    with Image.open(tmp_path / "artifacts" / "mip-3-32x16.webp") as level:
+        assert level.convert("RGB").getpixel((5, 5)) == (10, 200, 30)  # lossless
+
+
+def test_mip_chain_is_capped(tmp_path: Path) -> None:
+    source = save(tmp_path, Image.new("RGBA", (4096, 16), (100, 150, 200, 160)), "PNG")
+    result = describe_file(tmp_path, source)[0]
+    sizes = mips_on_disk(tmp_path, result)
+    assert sizes[0] == (2048, 8) and sizes[-1] == (1, 1) and len(sizes) == 12
+    with Image.open(tmp_path / "artifacts" / result["stats"]["mips"][0]["name"]) as top:
+        pixel = top.getpixel((0, 0))
+        assert top.mode == "RGBA" and isinstance(pixel, tuple)
+        # resized premultiplied (no dark fringes), so colour comes back within rounding
+        assert np.abs(np.subtract(pixel, (100, 150, 200, 160))).max() <= 1
+    events: Events = []
+    payload = {
+        "source": str(source), "format": "png", "artifacts_dir": str(tmp_path / "small"),
+        "max_pixels": LIMIT, "limits": {"mip_top_size": 64},
+    }
+    capped = describe(payload, lambda stage, fraction: events.append((stage, fraction)))
+    assert [(m["width"], m["height"]) for m in capped["stats"]["mips"]][:2] == [(64, 1), (32, 1)]
+
+
+def test_icc_profiles(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.new("RGB", (16, 16), (5, 6, 7))
+    stats = describe_file(tmp_path, save(tmp_path, image, "PNG", icc_profile=srgb))[0]["stats"]
+    assert stats["icc"] == {"description": "sRGB built-in", "color_space": "RGB"}
+    broken = describe_file(tmp_path, save(tmp_path, image, "PNG", icc_profile=b"\x00junk" * 40))
+    assert broken[0]["stats"]["icc"] == {"error": "unreadable profile"}
+    assert describe_file(tmp_path, save(tmp_path, image, "JPEG"))[0]["stats"]["icc"] is None
+
+
+def test_normal_map_verdict_in_the_description(tmp_path: Path) -> None:
+    from tests.tasks.test_normal_map import bumps, encode_normals
+
+    normal = encode_normals(bumps(size=128), "directx")
+    stats = describe_file(tmp_path, save(tmp_path, normal, "PNG"))[0]["stats"]
+    assert stats["normal_map"]["likely"] is True
+    assert stats["normal_map"]["convention"] == "directx"
+    photo = Image.effect_noise((128, 128), 40).convert("RGB")
+    stats = describe_file(tmp_path, save(tmp_path, photo, "JPEG"))[0]["stats"]
+    assert stats["normal_map"]["likely"] is False and stats["normal_map"]["convention"] is None
+
+
+def write_exr(path: Path, channels: dict[str, Any]) -> Path:
+    import OpenEXR
+
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, channels).write(str(path))
+    return path
+
+
+def test_exr_rgb_half(tmp_path: Path) -> None:
+    ramp = np.tile(np.linspace(0.0, 4.0, 64, dtype=np.float16), (32, 1))
+    source = write_exr(tmp_path / "source.exr", {"RGB": np.dstack([ramp, ramp * 0.5, ramp * 0])})
+    result, events = describe_file(tmp_path, source, fmt="exr")
+    stats = result["stats"]
+    assert (stats["format"], stats["width"], stats["height"]) == ("exr", 64, 32)
+    assert stats["mode"] == "RGB"
+    assert stats["pixel_type"] == "half" and stats["bit_depth"] == 16 and stats["bands"] == 3
+    assert sorted(c["name"] for c in stats["channels"]) == ["B", "G", "R"]
+    assert stats["has_alpha"] is False and stats["power_of_two"] is True
+    assert stats["exposure"] < -1.5  # HDR values up to 4: brought down before clamping
+    assert stats["normal_map"]["likely"] is False
+    assert [m["width"] for m in stats["mips"]] == [64, 32, 16, 8, 4, 2, 1]
+    small = thumbnail(tmp_path)
+    assert small.size == (64, 32) and small.mode == "RGB"
+    left, right = small.getpixel((0, 16)), small.getpixel((63, 16))
+    assert isinstance(left, tuple) and isinstance(right, tuple)
+    assert left[0] < 20 and right[0] > 200 and right[2] == 0  # a ramp of red-orange
+    assert [stage for stage, _ in events][:6] == [
+        *("open", "open", "analyse", "analyse", "thumbnail", "thumbnail")
+    ]
+
+
+def test_exr_rgba_float_with_alpha(tmp_path: Path) -> None:
+    pixels = np.zeros((16, 16, 4), dtype=np.float32)
+    pixels[..., 0] = 0.5
+    pixels[..., 3] = 1.0
+    pixels[:4, :4, 3] = 0.25
+    source = write_exr(tmp_path / "source.exr", {"RGBA": pixels})
+    stats = describe_file(tmp_path, source, fmt="exr")[0]["stats"]
+    assert stats["pixel_type"] == "float" and stats["bit_depth"] == 32 and stats["mode"] == "RGBA"
+    assert stats["has_alpha"] is True and stats["alpha_used"] is True and stats["exposure"] == 0
+    small = thumbnail(tmp_path)
+    assert small.mode == "RGBA" and small.getpixel((0, 0)) == (188, 0, 0, 64)
+    assert small.getpixel((10, 10)) == (188, 0, 0, 255)  # 0.5 linear is 188 in sRGB
+
+
+def test_exr_header_claiming_a_huge_data_window_is_too_large(tmp_path: Path) -> None:
+    source = write_exr(tmp_path / "source.exr", {"RGB": np.zeros((6, 8, 3), dtype=np.float16)})
+    data = source.read_bytes()
+    window = data.index(b"dataWindow\x00box2i\x00") + len(b"dataWindow\x00box2i\x00") + 4
+    assert struct.unpack_from("<4i", data, window) == (0, 0, 7, 5)
+    huge = struct.pack("<4i", 0, 0, 99_999, 99_999)
+    source.write_bytes(data[:window] + huge + data[window + 16 :])
+    with pytest.raises(TaskError) as caught:
+        describe_file(tmp_path, source, fmt="exr")  # would need 56 GiB if its pixels were read
+    assert caught.value.code == "too_large"
+    assert "10,000,000,000 pixels" in caught.value.message
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_truncated_exr_is_corrupt(tmp_path: Path) -> None:
+    noise = np.random.default_rng(2).random((32, 32, 3)).astype(np.float16)
+    source = write_exr(tmp_path / "source.exr", {"RGB": noise})
+    source.write_bytes(source.read_bytes()[:-40])
+    with pytest.raises(TaskError) as caught:
+        describe_file(tmp_path, source, fmt="exr")
+    assert caught.value.code == "corrupt_file"
