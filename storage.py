@@ -27,11 +27,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def display_name(raw: str | None) -> str:
     """The client's file name made safe to show and store as text: no path, no control chars."""
+    return _base_name(raw)[:MAX_DISPLAY_NAME] or "upload"
+
+
+def _base_name(raw: str | None) -> str:
     name = unicodedata.normalize("NFC", raw or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", name).strip().lstrip(".")
-    name = name[:MAX_DISPLAY_NAME]
-    return name or "upload"
+    return _CONTROL.sub("", name).strip().lstrip(".")
 
 
 def stored_names(raw_names: list[str]) -> list[str]:
@@ -40,7 +42,7 @@ def stored_names(raw_names: list[str]) -> list[str]:
     taken: set[str] = set()
     names = []
     for raw in raw_names:
-        name = _fit_bytes(display_name(raw))
+        name = _fit_bytes(_base_name(raw) or "upload")
         stem, dot, suffix = name.rpartition(".")
         if not dot:
             stem, suffix = name, ""

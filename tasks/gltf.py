@@ -23,7 +23,8 @@ _CHUNK_HEADER = struct.Struct("<I4s")
 
 def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
                        max_data_uri_bytes: int = MAX_DATA_URI_BYTES) -> tuple[bytes, list[str]]:
-    """The model as one GLB that needs no other file, and the names of the images it lacks."""
+    """The model as one GLB that needs no other file, and the names of all its images (those
+    the upload lacks are in `resolver.missing`)."""
     tree, buffers = _read(data, fmt)
     for reference in (classify(item["uri"]) for item in _uri_items(tree)):
         if reference.verdict is Verdict.UNSAFE:
@@ -31,12 +32,12 @@ def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
     for index, buffer in enumerate(tree.get("buffers", [])):
         if isinstance(buffer, dict) and isinstance(buffer.get("uri"), str):
             buffers[index] = _fetch(buffer.pop("uri"), resolver, max_data_uri_bytes, "buffer")
-    missing = _embed_images(tree, buffers, resolver, max_data_uri_bytes)
+    images = _embed_images(tree, buffers, resolver, max_data_uri_bytes)
     if uses_draco(tree):
         tree, buffers = decode_draco(tree, [b or b"" for b in buffers])
     if any(b is None for b in buffers):
         raise CorruptFile("The glTF declares a buffer that holds no data.")
-    return pack_glb(tree, [b or b"" for b in buffers]), missing
+    return pack_glb(tree, [b or b"" for b in buffers]), images
 
 
 def _read(data: bytes, fmt: str) -> tuple[dict[str, Any], list[bytes | None]]:
@@ -78,7 +79,7 @@ def _glb_chunks(data: bytes) -> tuple[bytes, bytes | None]:
 
 
 def _uri_items(tree: dict[str, Any]) -> list[dict[str, Any]]:
-    items = []
+    items: list[dict[str, Any]] = []
     for section in ("buffers", "images"):
         entries = tree.get(section, [])
         if isinstance(entries, list):
@@ -110,24 +111,30 @@ def _fetch(uri: str, resolver: UploadResolver, cap: int, what: str) -> bytes:
 
 def _embed_images(tree: dict[str, Any], buffers: list[bytes | None], resolver: UploadResolver,
                   cap: int) -> list[str]:
-    """Move every image into a new buffer (validated); drop the ones the upload lacks."""
+    """Move every image into a new buffer (validated); drop the ones the upload lacks. Returns
+    the images' names."""
     images = tree.get("images", [])
     if not isinstance(images, list) or not images:
         return []
     extra = bytearray()
     views = tree.setdefault("bufferViews", [])
-    missing: list[str] = []
-    for image in images:
+    names: list[str] = []
+    for number, image in enumerate(images):
         if not isinstance(image, dict):
             continue
         if "uri" in image:
             uri = image.pop("uri")
             reference = classify(uri)
-            if reference.verdict is Verdict.NAME and resolver.index.find(reference) is None:
-                missing.append(safe_label(reference.basename))
-                continue
+            if reference.verdict is Verdict.NAME:
+                found = resolver.find(uri)
+                names.append(safe_label(found or reference.basename))
+                if found is None:
+                    continue
+            else:
+                names.append(f"image {number}")
             blob = _fetch(uri, resolver, cap, "image")
         elif isinstance(image.get("bufferView"), int):
+            names.append(safe_label(str(image.get("name") or f"image {number}")))
             blob = _view_bytes(tree, buffers, image["bufferView"])
         else:
             continue
@@ -146,7 +153,7 @@ def _embed_images(tree: dict[str, Any], buffers: list[bytes | None], resolver: U
         extra += blob + b"\x00" * (-len(blob) % 4)
     tree.setdefault("buffers", []).append({"byteLength": len(extra)})
     buffers.append(bytes(extra))
-    return missing
+    return names
 
 
 def _view_bytes(tree: dict[str, Any], buffers: list[bytes | None], index: int) -> bytes:

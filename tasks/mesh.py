@@ -18,7 +18,7 @@ from tasks.archive import ArchiveLimits
 from tasks.errors import TooLarge
 from tasks.imaging import to_display
 from tasks.mesh_load import LoadedModel, Source, load_model
-from tasks.mesh_stats import measure, mesh_instances
+from tasks.mesh_stats import Measured, measure, mesh_instances
 from tasks.progress import Payload, Progress, Result
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
 from tasks.web_model import LOD_MIN_FACES, write_glb, write_lods
@@ -34,24 +34,19 @@ TEXTURE_PREVIEW_SIZE = 1024
 """Textures are shrunk to this for drawing: thumbnails need no more detail."""
 
 
+def analyse(payload: Payload, progress: Progress) -> Result:
+    """Only load and measure the model: the statistics, no artifacts."""
+    model, measured = _load_and_measure(payload, progress)
+    return {"stats": {"format": model.format, **measured.stats, **model.notes}, "artifacts": []}
+
+
 def process(payload: Payload, progress: Progress) -> Result:
     """Run the whole mesh pipeline on the task's files; see the module docstring."""
     limits: dict[str, Any] = dict(payload.get("limits") or {})
-    source = _source(payload)
     artifacts_dir = Path(payload["artifacts_dir"])
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-
-    progress("load", 0.0)
-    model = load_model(source, max_pixels=int(payload["max_pixels"]),
-                       work_dir=Path(payload["work_dir"]),
-                       archive_limits=ArchiveLimits.from_payload(limits))
-    faces = sum(len(m.faces) for _, m in mesh_instances(model.scene))
-    max_faces = int(limits.get("max_faces", MAX_FACES))
-    if faces > max_faces:
-        raise TooLarge(f"The model has {faces:,} faces; the limit is {max_faces:,}.")
-    progress("load", 1.0)
-
-    measured = measure(model, progress)
+    model, measured = _load_and_measure(payload, progress)
+    faces = measured.stats["faces"]
     stats = {"format": model.format, **measured.stats, **model.notes}
     artifacts: list[dict[str, Any]] = []
 
@@ -70,6 +65,7 @@ def process(payload: Payload, progress: Progress) -> Result:
         measured.welded, artifacts_dir, progress,
         min_faces=int(limits.get("lod_min_faces", LOD_MIN_FACES)))
     artifacts.extend(lod_artifacts)
+    progress("lods", 1.0)
 
     progress("turntable", 0.0)
     frames = int(limits.get("turntable_frames", TURNTABLE_FRAMES))
@@ -84,6 +80,20 @@ def process(payload: Payload, progress: Progress) -> Result:
         stats["turntable"] = turntable_layout(frames, frame_size, TURNTABLE_COLUMNS)
     progress("turntable", 1.0)
     return {"stats": stats, "artifacts": artifacts}
+
+
+def _load_and_measure(payload: Payload, progress: Progress) -> tuple[LoadedModel, Measured]:
+    limits: dict[str, Any] = dict(payload.get("limits") or {})
+    progress("load", 0.0)
+    model = load_model(_source(payload), max_pixels=int(payload["max_pixels"]),
+                       work_dir=Path(payload["work_dir"]),
+                       archive_limits=ArchiveLimits.from_payload(limits))
+    faces = sum(len(m.faces) for _, m in mesh_instances(model.scene))
+    max_faces = int(limits.get("max_faces", MAX_FACES))
+    if faces > max_faces:
+        raise TooLarge(f"The model has {faces:,} faces; the limit is {max_faces:,}.")
+    progress("load", 1.0)
+    return model, measure(model, progress)
 
 
 def _source(payload: Payload) -> Source:

@@ -86,8 +86,7 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     elif source.format in ("gltf", "glb"):
         from tasks.gltf import self_contained_glb
 
-        data, missing = self_contained_glb(data, source.format, resolver)
-        textures = [*resolver.used, *missing]
+        data, textures = self_contained_glb(data, source.format, resolver)
     elif source.format == "dae":
         _refuse_entities(data)
         textures = _collada_textures(data, resolver)
@@ -95,9 +94,10 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
         _check_3mf(source.path, archive_limits)
     scene = _parse(data, source.format, resolver)
     resolver.check()
-    images = [t for t in textures if t not in resolver.missing]
-    return LoadedModel(scene, source.format, textures=_unique(images + resolver.missing),
-                       missing_textures=list(resolver.missing), path=source.path)
+    textures = _unique(textures)
+    missing = [t for t in textures if t in resolver.missing]
+    return LoadedModel(scene, source.format, textures=textures, missing_textures=missing,
+                       notes={"missing_files": list(resolver.missing)}, path=source.path)
 
 
 def _parse(data: bytes, fmt: str, resolver: UploadResolver) -> trimesh.Scene:

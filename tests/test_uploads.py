@@ -133,7 +133,7 @@ async def test_kind_comes_from_the_bytes_not_the_name(small_cap_server: LiveServ
         assert [t["kind"] for t in tasks] == ["texture", "mesh"]
         assert tasks[1]["filename"] == "passwd"
         stored = sorted(p.name for p in _stored_files(small_cap_server.settings.data_dir))
-        assert stored == ["source", "source"]
+        assert stored == ["model.obj", "passwd"]
 
 
 async def test_httpx_client_sanity(small_cap_server: LiveServer) -> None:

@@ -1,13 +1,13 @@
-"""The mesh pipeline measures real models and turns every bad file into a coded error."""
+"""The mesh pipeline's pure functions on real files (no Redis): loading with companion files,
+statistics, artifacts, and coded failures for damaged or hostile input."""
 
 from __future__ import annotations
 
 import json
 import resource
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,173 +16,193 @@ import pytest
 import trimesh
 
 from tasks.errors import TaskError
-from tasks.mesh import analyse
+from tasks.mesh import analyse, process
 from tasks.progress import Result
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 
 Events = list[tuple[str, float]]
+Files = dict[str, "str | bytes"]  # stored name -> corpus path or the bytes themselves
 
 
-def store(tmp_path: Path, relative: str | None, data: bytes | None = None) -> Path:
-    """Store a corpus file (or bytes) as `source`, with no extension to give its format away."""
-    source = tmp_path / "source"
-    if relative is not None:
-        shutil.copyfile(CORPUS / relative, source)
-    else:
-        assert data is not None
-        source.write_bytes(data)
-    return source
+def payload(tmp_path: Path, files: Files, fmt: str, main: str | None = None,
+            **limits: Any) -> dict[str, Any]:
+    """Store the files as an upload would (under their names) and describe the task."""
+    directory = tmp_path / "files"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (directory / name).write_bytes(content)
+        else:
+            shutil.copyfile(CORPUS / content, directory / name)
+    names = list(files)
+    main = main or names[0]
+    return {"source": str(directory / main), "files_dir": str(directory), "main": main,
+            "files": names, "format": fmt, "artifacts_dir": str(tmp_path / "artifacts"),
+            "work_dir": str(tmp_path / "work"), "max_pixels": 50_000_000, "limits": limits}
 
 
-def analyse_source(source: Path, fmt: str) -> tuple[Result, Events]:
+def run(tmp_path: Path, files: Files, fmt: str, *, full: bool = False,
+        **limits: Any) -> tuple[Result, Events]:
     events: Events = []
-    payload = {"source": str(source), "format": fmt, "artifacts_dir": str(source.parent / "out")}
-    result = analyse(payload, lambda stage, fraction: events.append((stage, fraction)))
+    pipeline = process if full else analyse
+    result = pipeline(payload(tmp_path, files, fmt, **limits),
+                      lambda stage, fraction: events.append((stage, fraction)))
     json.dumps(result, allow_nan=False)  # plain JSON, no numpy values
     return result, events
 
 
-def run(
-    tmp_path: Path, relative: str | None, fmt: str, data: bytes | None = None
-) -> tuple[Result, Events]:
-    return analyse_source(store(tmp_path, relative, data), fmt)
+def stats_of(tmp_path: Path, relative: str, fmt: str) -> dict[str, Any]:
+    name = relative.rsplit("/", 1)[-1]
+    result: dict[str, Any] = run(tmp_path, {name: relative}, fmt)[0]["stats"]
+    return result
 
 
-def fail(tmp_path: Path, relative: str | None, fmt: str, data: bytes | None = None) -> TaskError:
+def fail(tmp_path: Path, files: Files, fmt: str, **limits: Any) -> TaskError:
     with pytest.raises(TaskError) as caught:
-        run(tmp_path, relative, fmt, data)
+        run(tmp_path, files, fmt, full=True, **limits)
     error = caught.value
     assert str(tmp_path) not in error.message and "/" not in error.message
     assert "Error" not in error.message  # no raw exception text
     return error
 
 
+SPIDER = {
+    "spider.obj": "OBJ/spider.obj", "spider.mtl": "OBJ/spider.mtl",
+    **{n: f"OBJ/{n}" for n in ("SpiderTex.jpg", "drkwood2.jpg", "engineflare1.jpg",
+                               "wal67ar_small.jpg", "wal69ar_small.jpg")},
+}
+BOX_GLTF = {n: f"glTF2/BoxTextured-glTF/{n}"
+            for n in ("BoxTextured.gltf", "BoxTextured0.bin", "CesiumLogoFlat.png")}
+
+
 def test_box_obj(tmp_path: Path) -> None:
-    result, events = run(tmp_path, "OBJ/box.obj", "obj")
-    assert result["artifacts"] == []
-    assert result["stats"] == {
-        "meshes": 1,
-        "vertices": 8,
-        "faces": 12,
-        "bounds": [[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]],
-        "size": [1.0, 1.0, 1.0],
-        "area": pytest.approx(6.0),
-        "watertight": True,
-        "volume": pytest.approx(1.0),
-        "materials": ["Default"],
-        "bodies": 1,
-        "external_references": [],
-    }
-    stages = [stage for stage, _ in events]
-    assert stages == sorted(stages, key=["load", "analyse"].index)
-    assert events[0] == ("load", 0.0) and events[-1] == ("analyse", 1.0)
-    for stage in ("load", "analyse"):
-        fractions = [f for s, f in events if s == stage]
-        assert fractions == sorted(fractions)
-        assert min(fractions) >= 0.0 and max(fractions) == 1.0
-
-
-@pytest.fixture
-def opened_files() -> Iterator[list[str]]:
-    """Every file path the process opens while the test runs."""
-    opened: list[str] = []
-    active = [True]
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if active[0] and event == "open" and isinstance(args[0], str | Path):
-            opened.append(str(args[0]))
-
-    sys.addaudithook(hook)  # hooks cannot be removed: this one goes quiet after the test
-    yield opened
-    active[0] = False
-
-
-def test_obj_does_not_read_its_mtl_neighbour(tmp_path: Path, opened_files: list[str]) -> None:
-    shutil.copyfile(CORPUS / "OBJ/cube_usemtl.mtl", tmp_path / "cube_usemtl.mtl")
-    source = store(tmp_path, "OBJ/cube_usemtl.obj")
-    opened_files.clear()
-    result, _ = analyse_source(source, "obj")
-    read_here = {Path(p).name for p in opened_files if Path(p).parent == tmp_path}
-    assert read_here == {"source"}
+    result, events = run(tmp_path, {"box.obj": "OBJ/box.obj"}, "obj")
     stats = result["stats"]
-    assert stats["external_references"] == ["cube_usemtl.mtl"]
-    assert stats["materials"] == ["mtl3", "mtl", "mtl2"]
-    # trimesh splits the cube by material; the model is still one closed cube
-    assert (stats["meshes"], stats["faces"], stats["bodies"]) == (3, 12, 1)
-    assert stats["watertight"] is True and stats["volume"] == pytest.approx(1.0)
+    assert result["artifacts"] == []
+    assert {k: stats[k] for k in ("meshes", "vertices", "faces", "bodies", "watertight")} == {
+        "meshes": 1, "vertices": 8, "faces": 12, "bodies": 1, "watertight": True}
+    assert stats["bounds"] == [[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]]
+    assert stats["size"] == [1.0, 1.0, 1.0]
+    assert stats["area"] == pytest.approx(6.0) and stats["volume"] == pytest.approx(1.0)
+    assert (stats["materials"], stats["material_names"]) == (1, ["Default"])
+    assert (stats["textures"], stats["missing_textures"]) == (0, [])
+    assert events[0] == ("load", 0.0) and events[-1] == ("analyse", 1.0)
 
 
-def test_spider_obj_lists_its_used_materials(tmp_path: Path) -> None:
-    stats = run(tmp_path, "OBJ/spider.obj", "obj")[0]["stats"]
-    assert sorted(stats["materials"]) == ["Augentex", "BeinTex", "HLeibTex", "Skin"]
-    assert stats["external_references"] == ["spider.mtl"]
+def test_spider_obj_with_its_mtl_and_textures(tmp_path: Path) -> None:
+    stats = run(tmp_path, SPIDER, "obj")[0]["stats"]
+    assert sorted(stats["material_names"]) == ["Augentex", "BeinTex", "HLeibTex", "Skin"]
+    # the MTL names them with Windows `.\` paths: each still resolves to the uploaded file
+    assert sorted(stats["texture_names"]) == sorted(n for n in SPIDER if n.endswith(".jpg"))
+    assert (stats["textures"], stats["missing_textures"], stats["missing_files"]) == (5, [], [])
     assert stats["faces"] == 1368 and stats["watertight"] is False
 
 
+def test_spider_obj_alone_names_what_is_missing(tmp_path: Path) -> None:
+    stats = run(tmp_path, {"spider.obj": "OBJ/spider.obj"}, "obj")[0]["stats"]
+    assert stats["missing_files"] == ["spider.mtl"]
+    assert stats["textures"] == 0  # without its MTL, the OBJ names no texture
+    assert stats["faces"] == 1368
+
+
+def test_spider_mtl_without_its_images_lists_them_missing(tmp_path: Path) -> None:
+    files: Files = {"spider.obj": "OBJ/spider.obj", "spider.mtl": "OBJ/spider.mtl",
+                    "SpiderTex.jpg": "OBJ/SpiderTex.jpg"}
+    stats = run(tmp_path, files, "obj")[0]["stats"]
+    assert sorted(stats["missing_textures"]) == [
+        "drkwood2.jpg", "engineflare1.jpg", "wal67ar_small.jpg", "wal69ar_small.jpg"]
+    assert stats["textures"] == 5
+
+
+def test_cube_with_usemtl_and_its_library(tmp_path: Path) -> None:
+    files: Files = {"cube_usemtl.obj": "OBJ/cube_usemtl.obj",
+                    "cube_usemtl.mtl": "OBJ/cube_usemtl.mtl"}
+    stats = run(tmp_path, files, "obj")[0]["stats"]
+    assert sorted(stats["material_names"]) == ["mtl", "mtl2", "mtl3"]
+    assert (stats["faces"], stats["bodies"], stats["watertight"]) == (12, 1, True)
+    assert stats["volume"] == pytest.approx(1.0)
+
+
+def test_wuson_ply_and_obj_describe_the_same_model(tmp_path: Path) -> None:
+    ply = stats_of(tmp_path / "ply", "PLY/Wuson.ply", "ply")
+    obj = stats_of(tmp_path / "obj", "OBJ/WusonOBJ.obj", "obj")
+    assert ply["faces"] == obj["faces"] > 0
+    assert ply["area"] == pytest.approx(obj["area"], rel=1e-3)
+
+
+@pytest.mark.parametrize("relative", ["PLY/cube.ply", "PLY/cube_binary.ply"])
+def test_ply_cubes(tmp_path: Path, relative: str) -> None:
+    stats = stats_of(tmp_path, relative, "ply")
+    assert (stats["faces"], stats["watertight"], stats["bodies"]) == (12, True, 1)
+
+
+@pytest.mark.parametrize("relative", ["STL/Spider_ascii.stl", "STL/Spider_binary.stl"])
+def test_ascii_and_binary_spider_stl(tmp_path: Path, relative: str) -> None:
+    stats = stats_of(tmp_path, relative, "stl")
+    assert stats["faces"] == 1368
+
+
 def test_sphere_with_hole_is_not_watertight(tmp_path: Path) -> None:
-    stats = run(tmp_path, "STL/sphereWithHole.stl", "stl")[0]["stats"]
+    stats = stats_of(tmp_path, "STL/sphereWithHole.stl", "stl")
     assert (stats["vertices"], stats["faces"]) == (146, 285)
     assert stats["watertight"] is False and stats["volume"] is None
     assert stats["bounds"] == [[0.0, 0.0, 0.0], [3.0, 3.0, 3.0]]
 
 
-@pytest.mark.parametrize("relative", ["STL/Spider_ascii.stl", "STL/Spider_binary.stl"])
-def test_ascii_and_binary_spider_agree(tmp_path: Path, relative: str) -> None:
-    stats = run(tmp_path, relative, "stl")[0]["stats"]
-    counts = [stats[key] for key in ("meshes", "vertices", "faces", "bodies")]
-    assert counts == [1, 722, 1368, 18]
-    assert stats["size"] == pytest.approx([6.22979, 8.0, 3.298658])
-
-
-@pytest.mark.parametrize("relative", ["PLY/cube.ply", "PLY/cube_binary.ply"])
-def test_ply_cubes(tmp_path: Path, relative: str) -> None:
-    stats = run(tmp_path, relative, "ply")[0]["stats"]
-    assert (stats["vertices"], stats["faces"], stats["watertight"]) == (8, 12, True)
-    assert stats["volume"] == pytest.approx(1.0) and stats["area"] == pytest.approx(6.0)
-    assert stats["materials"] == []
-
-
-def test_wuson_ply_and_obj_describe_the_same_model(tmp_path: Path) -> None:
-    ply = run(tmp_path, "PLY/Wuson.ply", "ply")[0]["stats"]
-    obj = run(tmp_path, "OBJ/WusonOBJ.obj", "obj")[0]["stats"]
-    assert ply["faces"] == obj["faces"] == 3732
-    assert ply["bodies"] == obj["bodies"]
-    assert ply["area"] == pytest.approx(obj["area"], rel=1e-6)
-    for ply_corner, obj_corner in zip(ply["bounds"], obj["bounds"], strict=True):
-        assert ply_corner == pytest.approx(obj_corner, abs=1e-6)
-
-
 def test_box_textured_glb_is_a_closed_box_despite_uv_seams(tmp_path: Path) -> None:
-    stats = run(tmp_path, "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb")[0]["stats"]
+    stats = stats_of(tmp_path, "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb")
     assert (stats["meshes"], stats["vertices"], stats["faces"]) == (1, 24, 12)
     assert stats["watertight"] is True and stats["volume"] == pytest.approx(1.0)
-    assert stats["bodies"] == 1
-    assert stats["materials"] == ["Texture"]
+    assert stats["material_names"] == ["Texture"] and stats["textures"] == 1
+
+
+def test_box_textured_gltf_with_its_bin_and_png(tmp_path: Path) -> None:
+    stats = run(tmp_path, BOX_GLTF, "gltf")[0]["stats"]
+    assert (stats["vertices"], stats["faces"], stats["watertight"]) == (24, 12, True)
+    assert stats["texture_names"] == ["CesiumLogoFlat.png"]
+    assert stats["missing_textures"] == []
+
+
+def test_gltf_without_its_image_loads_and_names_it_missing(tmp_path: Path) -> None:
+    files = {k: v for k, v in BOX_GLTF.items() if not k.endswith(".png")}
+    stats = run(tmp_path, files, "gltf")[0]["stats"]
+    assert stats["faces"] == 12 and stats["missing_textures"] == ["CesiumLogoFlat.png"]
+
+
+def test_gltf_without_its_buffer_is_corrupt_and_says_which(tmp_path: Path) -> None:
+    files = {k: v for k, v in BOX_GLTF.items() if not k.endswith(".bin")}
+    error = fail(tmp_path, files, "gltf")
+    assert error.code == "corrupt_file" and "BoxTextured0.bin" in error.message
 
 
 def test_engine_glb_counts_every_placed_mesh(tmp_path: Path) -> None:
-    result, events = run(tmp_path, "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb", "glb")
+    files: Files = {"engine.glb": "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"}
+    result, events = run(tmp_path, files, "glb")
     stats = result["stats"]
     assert (stats["meshes"], stats["vertices"], stats["faces"]) == (115, 84657, 121496)
     assert stats["size"] == pytest.approx([743.384, 273.013, 268.0], abs=1e-2)
     assert len([e for e in events if e[0] == "analyse"]) > 100  # progress per placed mesh
 
 
-def test_gltf_with_a_separate_buffer_is_not_read_yet(tmp_path: Path) -> None:
-    buffer = "glTF2/BoxTextured-glTF/BoxTextured0.bin"
-    shutil.copyfile(CORPUS / buffer, tmp_path / "BoxTextured0.bin")
-    error = fail(tmp_path, "glTF2/BoxTextured-glTF/BoxTextured.gltf", "gltf")
-    assert error.code == "unsupported_format"
-    assert "BoxTextured0.bin" in error.message
+def test_3mf_box(tmp_path: Path) -> None:
+    stats = stats_of(tmp_path, "3MF/box.3mf", "3mf")
+    assert (stats["faces"], stats["watertight"], stats["bodies"]) == (12, True, 1)
 
 
-def test_gltf_with_embedded_buffers_loads(tmp_path: Path) -> None:
-    scene = trimesh.load_scene(CORPUS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb")
-    files = trimesh.exchange.gltf.export_gltf(scene, embed_buffers=True)  # type: ignore[no-untyped-call]
-    stats = run(tmp_path, None, "gltf", files["model.gltf"])[0]["stats"]
-    assert (stats["faces"], stats["watertight"]) == (12, True)
-    assert stats["volume"] == pytest.approx(1.0)
+def test_collada_duck_with_its_texture(tmp_path: Path) -> None:
+    files: Files = {"duck.dae": "Collada/duck.dae", "duckCM.tga": "Collada/duckCM.tga"}
+    stats = run(tmp_path, files, "dae")[0]["stats"]
+    assert (stats["vertices"], stats["faces"]) == (2399, 4212)
+    assert (stats["texture_names"], stats["missing_textures"]) == (["duckCM.tga"], [])
+
+
+@pytest.mark.parametrize("relative", ["FBX/box.fbx", "FBX/phong_cube.fbx", "FBX/spider.fbx",
+                                      "FBX/embedded_ascii/box.FBX"])
+def test_every_corpus_fbx_loads_in_metres_y_up(tmp_path: Path, relative: str) -> None:
+    stats = stats_of(tmp_path, relative, "fbx")
+    assert stats["faces"] >= 12 and stats["up_axis"] in ("X", "Y", "Z")
+    assert max(stats["size"]) > 0
 
 
 def test_scaled_and_mirrored_placements_are_measured_in_scene_units(tmp_path: Path) -> None:
@@ -193,45 +213,86 @@ def test_scaled_and_mirrored_placements_are_measured_in_scene_units(tmp_path: Pa
     mirror[:3, 3] = [10.0, 0.0, 0.0]
     scene.add_geometry(box, node_name="mirrored", transform=mirror)
     glb = scene.export(file_type="glb")  # type: ignore[no-untyped-call]
-    stats = run(tmp_path, None, "glb", glb)[0]["stats"]
+    stats = run(tmp_path, {"boxes.glb": glb}, "glb")[0]["stats"]
     assert (stats["meshes"], stats["faces"], stats["bodies"]) == (2, 24, 2)
     assert stats["volume"] == pytest.approx(4.0)
-    assert stats["area"] == pytest.approx(2 * (2 + 2 + 1) * 2)
     assert stats["bounds"][0] == pytest.approx([-1.0, -0.5, -0.5])
     assert stats["bounds"][1] == pytest.approx([11.0, 0.5, 0.5])
 
 
-@pytest.mark.parametrize(
-    ("relative", "fmt"),
-    [("3MF/box.3mf", "3mf"), ("Collada/duck.dae", "dae"), ("FBX/box.fbx", "fbx")],
-)
-def test_recognised_formats_without_a_loader_yet(tmp_path: Path, relative: str, fmt: str) -> None:
-    assert fail(tmp_path, relative, fmt).code == "unsupported_format"
+def test_full_pipeline_stages_and_artifacts(tmp_path: Path) -> None:
+    result, events = run(tmp_path, SPIDER, "obj", full=True)
+    names = {a["name"]: a for a in result["artifacts"]}
+    assert set(names) == {"thumbnail.png", "turntable.png", "model.glb"}
+    assert names["model.glb"]["media_type"] == "model/gltf-binary"
+    for artifact in result["artifacts"]:
+        assert (tmp_path / "artifacts" / artifact["name"]).stat().st_size == artifact["size"]
+    stages = list(dict.fromkeys(stage for stage, _ in events))
+    assert stages == ["load", "analyse", "thumbnail", "web_model", "lods", "turntable"]
+    for stage in stages:
+        fractions = [f for s, f in events if s == stage]
+        assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    layout = result["stats"]["turntable"]
+    assert (layout["frames"], layout["columns"], layout["rows"]) == (24, 6, 4)
+    from PIL import Image
+
+    with Image.open(tmp_path / "artifacts" / "thumbnail.png") as thumbnail:
+        assert thumbnail.size == (512, 512)
+        alpha = np.asarray(thumbnail.getchannel("A"))
+        assert alpha[0, 0] == 0 and (alpha > 0).mean() > 0.05  # framed model, clear background
+    with Image.open(tmp_path / "artifacts" / "turntable.png") as sprite:
+        assert sprite.size == (layout["frame_width"] * 6, layout["frame_height"] * 4)
+
+
+def test_web_model_loads_back_with_the_same_totals(tmp_path: Path) -> None:
+    files: Files = {"engine.glb": "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"}
+    result, _ = run(tmp_path, files, "glb", full=True, turntable_frames=0)
+    stats = result["stats"]
+    back = trimesh.load_scene(tmp_path / "artifacts" / "model.glb")
+    placed = [back.geometry[back.graph[node][1]] for node in back.graph.nodes_geometry]
+    assert sum(len(m.vertices) for m in placed) == stats["vertices"]
+    assert sum(len(m.faces) for m in placed) == stats["faces"]
+    # over the LOD threshold: 50% and 10% copies
+    lods = {lod["name"]: lod for lod in stats["lods"]}
+    assert set(lods) == {"model-lod1.glb", "model-lod2.glb"}
+    for lod in lods.values():
+        mesh = trimesh.load_mesh(tmp_path / "artifacts" / lod["name"])
+        assert len(mesh.faces) == lod["faces"]
+        assert lod["faces"] == pytest.approx(stats["faces"] * lod["ratio"], rel=0.2)
+
+
+def test_lod_threshold_is_configurable(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, {"box.obj": "OBJ/box.obj"}, "obj", full=True, lod_min_faces=12,
+                    turntable_frames=0)
+    assert [lod["name"] for lod in result["stats"]["lods"]] == ["model-lod1.glb",
+                                                                 "model-lod2.glb"]
+    assert "turntable" not in result["stats"]
+
+
+def test_face_limit_is_too_large(tmp_path: Path) -> None:
+    error = fail(tmp_path, {"box.obj": "OBJ/box.obj"}, "obj", max_faces=11)
+    assert error.code == "too_large" and "12 faces" in error.message
 
 
 def test_point_cloud_says_so(tmp_path: Path) -> None:
-    error = fail(tmp_path, "OBJ/point_cloud.obj", "obj")
+    error = fail(tmp_path, {"p.obj": "OBJ/point_cloud.obj"}, "obj")
     assert error.code == "no_geometry"
     assert "point cloud with 3 points and no faces" in error.message
 
 
-def test_empty_obj_has_no_geometry(tmp_path: Path) -> None:
-    assert fail(tmp_path, "invalid/empty.obj", "obj").code == "no_geometry"
+@pytest.mark.parametrize(("relative", "fmt", "code"), [
+    ("invalid/empty.obj", "obj", "no_geometry"),
+    ("invalid/malformed.obj", "obj", "corrupt_file"),
+    ("invalid/crash-30d6d0f7c529b3b66b4131700b7a4580cd7082df.ply", "ply", "corrupt_file"),
+    ("invalid/OutOfMemory.off", "off", "corrupt_file"),
+])
+def test_invalid_corpus_files_fail_with_a_code(tmp_path: Path, relative: str, fmt: str,
+                                               code: str) -> None:
+    assert fail(tmp_path, {relative.rsplit("/", 1)[-1]: relative}, fmt).code == code
 
 
 def test_obj_with_only_comments_has_no_geometry(tmp_path: Path) -> None:
-    assert fail(tmp_path, None, "obj", b"# nothing here\n").code == "no_geometry"
-
-
-def test_malformed_obj_is_corrupt(tmp_path: Path) -> None:
-    error = fail(tmp_path, "invalid/malformed.obj", "obj")
-    assert error.code == "corrupt_file"
-    assert "OBJ" in error.message
-
-
-def test_crash_ply_is_corrupt(tmp_path: Path) -> None:
-    relative = "invalid/crash-30d6d0f7c529b3b66b4131700b7a4580cd7082df.ply"
-    assert fail(tmp_path, relative, "ply").code == "corrupt_file"
+    assert fail(tmp_path, {"c.obj": b"# nothing here\n"}, "obj").code == "no_geometry"
 
 
 def peak_memory_growth(action: Callable[[], object]) -> int:
@@ -245,11 +306,9 @@ def test_off_claiming_a_huge_count_fails_fast_without_allocating(tmp_path: Path)
     started = time.monotonic()
     errors: list[TaskError] = []
     growth = peak_memory_growth(
-        lambda: errors.append(fail(tmp_path, "invalid/OutOfMemory.off", "off"))
-    )
+        lambda: errors.append(fail(tmp_path, {"o.off": "invalid/OutOfMemory.off"}, "off")))
     assert time.monotonic() - started < 2.0
     assert growth < 64 * 1024 * 1024
-    assert errors[0].code == "corrupt_file"
     assert "353,535,235,358 vertices" in errors[0].message
 
 
@@ -258,15 +317,15 @@ def test_binary_ply_claiming_a_huge_count_fails_fast(tmp_path: Path) -> None:
         b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\n"
         b"property float x\nproperty float y\nproperty float z\nend_header\n"
     )
-    error = fail(tmp_path, None, "ply", header + bytes(36))
-    assert error.code == "corrupt_file"
-    assert "4,000,000,000 vertices" in error.message
+    error = fail(tmp_path, {"h.ply": header + bytes(36)}, "ply")
+    assert error.code == "corrupt_file" and "4,000,000,000 vertices" in error.message
 
 
 def test_unparsable_glb_is_corrupt(tmp_path: Path) -> None:
-    error = fail(tmp_path, None, "glb", b"glTF\x02\x00\x00\x00\x20\x00\x00\x00" + bytes(20))
-    assert error.code == "corrupt_file"
+    data = b"glTF\x02\x00\x00\x00\x20\x00\x00\x00" + bytes(20)
+    assert fail(tmp_path, {"x.glb": data}, "glb").code == "corrupt_file"
 
 
 def test_gltf_that_is_not_json_is_corrupt(tmp_path: Path) -> None:
-    assert fail(tmp_path, None, "gltf", b'{"asset": {"version": "2.0"},').code == "corrupt_file"
+    data = b'{"asset": {"version": "2.0"},'
+    assert fail(tmp_path, {"x.gltf": data}, "gltf").code == "corrupt_file"
