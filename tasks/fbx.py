@@ -88,7 +88,8 @@ class _FileFacts:
 
 
 class _Unreadable(Exception):
-    """The reader met a layout it does not trust: its findings are dropped, never guessed."""
+    """The binary layout is inconsistent; assimp's tokenizer checks the same offsets, so the file
+    is refused before assimp runs."""
 
 
 def load_fbx(
