@@ -1,0 +1,124 @@
+"""The asset pipelines through a live server: one upload with companion files, texture sets and
+hostile files; every task ends with the right result or the right error code over SSE."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from PIL import Image
+
+from tests.client import Event, KilnClient, collect, terminal_for
+from tests.conftest import corpus
+from tests.live import LiveServer
+from tests.users import add_user
+
+SPIDER = ["spider.obj", "spider.mtl", "SpiderTex.jpg", "drkwood2.jpg", "engineflare1.jpg",
+          "wal67ar_small.jpg", "wal69ar_small.jpg"]
+
+
+def _final(events: list[Event], task_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = next(
+        e.data for e in events if e.event == "task" and e.data["task_id"] == task_id
+        and e.data["state"] in ("SUCCESS", "FAILURE", "REVOKED"))
+    return data
+
+
+def _stages(events: list[Event], task_id: str) -> list[str]:
+    stages = [e.data["stage"] for e in events
+              if e.event == "task" and e.data["task_id"] == task_id and e.data["stage"]]
+    return list(dict.fromkeys(stages))
+
+
+def _png(colour: tuple[int, ...], mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (64, 64), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_one_upload_grouped_into_model_set_and_texture_tasks(
+        live_server: LiveServer, redis_url: str) -> None:
+    await add_user(redis_url, "alice")
+    hostile_gltf = json.dumps({"asset": {"version": "2.0"},
+                               "buffers": [{"uri": "../../jwt_secret", "byteLength": 8}]})
+    async with KilnClient(live_server.url) as client:
+        await client.login("alice", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        response = await client.upload(
+            *[corpus(f"OBJ/{n}") for n in SPIDER],
+            corpus("Collada/duck.dae"), corpus("Collada/duckCM.tga"),
+            ("Rock_BaseColor.png", _png((150, 90, 60))),
+            ("Rock_Normal.png", _png((128, 128, 255))),
+            ("Rock_Roughness.png", _png((200,), "L")),
+            corpus("glTF2/BoxTextured-glTF/CesiumLogoFlat.png"),
+            ("evil.gltf", hostile_gltf.encode()),
+        )
+        assert response.status_code == 202, response.text
+        tasks = {t["filename"]: t for t in response.json()["tasks"]}
+        assert set(tasks) == {"spider.obj", "duck.dae", "Rock_BaseColor.png",
+                              "CesiumLogoFlat.png", "evil.gltf"}
+        assert tasks["spider.obj"]["files"] == SPIDER
+        assert tasks["duck.dae"]["files"] == ["duck.dae", "duckCM.tga"]
+        assert (tasks["Rock_BaseColor.png"]["kind"], tasks["Rock_BaseColor.png"]["format"]) == \
+            ("material", "pbr")
+        assert tasks["CesiumLogoFlat.png"]["kind"] == "texture"
+
+        ids = [t["task_id"] for t in tasks.values()]
+        events = await collect(stream, terminal_for(ids), timeout=120)
+        await stream.aclose()
+
+        spider = _final(events, tasks["spider.obj"]["task_id"])
+        assert spider["state"] == "SUCCESS", spider
+        assert spider["result"]["textures"] == 5 and spider["result"]["missing_textures"] == []
+        assert _stages(events, tasks["spider.obj"]["task_id"])[:4] == [
+            "queued", "starting", "load", "analyse"]
+        artifacts = {a["name"]: a for a in spider["artifacts"]}
+        assert {"thumbnail.png", "turntable.png", "model.glb"} <= set(artifacts)
+        assert artifacts["model.glb"]["media_type"] == "model/gltf-binary"
+        record = (await client.get(f"/api/tasks/{tasks['spider.obj']['task_id']}")).json()
+        assert {a["name"] for a in record["artifacts"]} == set(artifacts)
+        thumbnail = await client.get(
+            f"/api/tasks/{tasks['spider.obj']['task_id']}/artifacts/thumbnail.png")
+        assert thumbnail.status_code == 200
+        assert len(thumbnail.content) == artifacts["thumbnail.png"]["size"]
+        assert Image.open(io.BytesIO(thumbnail.content)).size == (512, 512)
+
+        duck = _final(events, tasks["duck.dae"]["task_id"])
+        assert duck["state"] == "SUCCESS" and duck["result"]["texture_names"] == ["duckCM.tga"]
+
+        rock = _final(events, tasks["Rock_BaseColor.png"]["task_id"])
+        assert rock["state"] == "SUCCESS", rock
+        assert "preview.png" in {a["name"] for a in rock["artifacts"]}
+
+        logo = _final(events, tasks["CesiumLogoFlat.png"]["task_id"])
+        assert logo["state"] == "SUCCESS"
+
+        evil = _final(events, tasks["evil.gltf"]["task_id"])
+        assert evil["state"] == "FAILURE"
+        assert evil["error"]["code"] == "unsafe_reference"
+        assert "jwt_secret" not in json.dumps(evil)
+
+
+async def test_zip_bomb_upload_fails_with_a_code(live_server: LiveServer,
+                                                 redis_url: str) -> None:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.obj", corpus("OBJ/box.obj").read_bytes())
+        archive.writestr("padding.bin", bytes(20 * 1024**2))
+    await add_user(redis_url, "bob")
+    async with KilnClient(live_server.url) as client:
+        await client.login("bob", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        response = await client.upload(("model.zip", buffer.getvalue()))
+        assert response.status_code == 202, response.text
+        task = response.json()["tasks"][0]
+        assert (task["kind"], task["format"]) == ("mesh", "zip")
+        events = await collect(stream, terminal_for([task["task_id"]]), timeout=60)
+        await stream.aclose()
+    final = _final(events, task["task_id"])
+    assert final["state"] == "FAILURE" and final["error"]["code"] == "archive_rejected"
