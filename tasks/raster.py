@@ -1,4 +1,4 @@
-"""Vectorised triangle rasterisation: which triangle is nearest at each pixel of a square image."""
+"""Vectorised rasterisation: the nearest triangle at each pixel, and per-pixel interpolation."""
 
 from __future__ import annotations
 
@@ -60,15 +60,10 @@ def rasterize(
     return zbuffer.reshape(size, size)
 
 
-def barycentric(
-    x: NDArray[np.float64],
-    y: NDArray[np.float64],
-    corners: NDArray[np.int64],
-    which: NDArray[np.int64],
-    pixels: NDArray[np.int64],
-    size: int,
-) -> NDArray[np.float32]:
-    """Barycentric weights (k, 3) at the centres of flat `pixels`, each in face corners[which]."""
+def barycentric_planes(
+    x: NDArray[np.float64], y: NDArray[np.float64], corners: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """(u, 6) planes of the weights of corners 1 and 2 over the pixel grid, for `barycentric`."""
     x0, x1, x2 = (x[corners[:, i]] for i in range(3))
     y0, y1, y2 = (y[corners[:, i]] for i in range(3))
     area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
@@ -76,16 +71,45 @@ def barycentric(
     b1x, b1y = (y2 - y0) / area, -(x2 - x0) / area
     b2x, b2y = -(y1 - y0) / area, (x1 - x0) / area
     b1c, b2c = -(x0 * b1x + y0 * b1y), -(x0 * b2x + y0 * b2y)
+    return np.stack([b1x, b1y, b1c, b2x, b2y, b2c], axis=1)
+
+
+def barycentric(
+    planes: NDArray[np.float64], which: NDArray[np.int64], pixels: NDArray[np.int64], size: int
+) -> NDArray[np.float32]:
+    """Barycentric weights (k, 3) at the centres of flat `pixels`, each in face planes[which]."""
+    plane = planes.take(which, axis=0)
     px = (pixels % size) + 0.5
     py = (pixels // size) + 0.5
     weights = np.empty((len(pixels), 3), dtype=np.float32)
-    weights[:, 1] = b1x[which] * px + b1y[which] * py + b1c[which]
-    weights[:, 2] = b2x[which] * px + b2y[which] * py + b2c[which]
+    weights[:, 1] = plane[:, 0] * px + plane[:, 1] * py + plane[:, 2]
+    weights[:, 2] = plane[:, 3] * px + plane[:, 4] * py + plane[:, 5]
     weights[:, 0] = 1 - weights[:, 1] - weights[:, 2]
     # the inside test allows a little slack: clamp back onto the triangle
     np.clip(weights, 0.0, 1.0, out=weights)
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-12))
     return weights
+
+
+def interpolate(
+    corners: list[NDArray[Any]], which: NDArray[np.int64], weights: NDArray[np.float32]
+) -> NDArray[Any]:
+    """(k, c) values at pixels from three (u, c) tables of values at their faces' corners."""
+    mixed = corners[0].take(which, axis=0)
+    mixed *= weights[:, :1]
+    for corner in (1, 2):
+        mixed += corners[corner].take(which, axis=0) * weights[:, corner:corner + 1]
+    return mixed
+
+
+def downsample(image: NDArray[np.float32], factor: int) -> NDArray[np.float32]:
+    """Box-filter blocks of (colour, coverage): colour averages over the covered samples."""
+    total = sum(image[i::factor, j::factor] for i in range(factor) for j in range(factor))
+    out = np.asarray(total, dtype=np.float32)
+    coverage = out[..., 3:]
+    np.divide(out[..., :3], coverage, out=out[..., :3], where=coverage > 0)
+    coverage /= factor * factor
+    return out
 
 
 def _jobs(

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from tasks.raster import barycentric, rasterize
+from tasks.raster import barycentric, barycentric_planes, downsample, interpolate, rasterize
 
 AnyType = TypeVar("AnyType", bound=np.generic)
 
@@ -29,6 +29,7 @@ SUPERSAMPLE = 2
 SUPERSAMPLE_MAX_FACES = 500_000
 SUPERSAMPLE_MAX_SIZE = 2048  # of the drawn image, before averaging: bounds memory
 NORMAL_CHUNK = 200_000  # faces per pass when summing vertex normals: bounds memory
+SHADE_CHUNK = 262_144  # pixels shaded per pass: bounds memory
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,13 @@ def render_view(
     the caller passes an already simplified mesh.
     """
     _check_size(size)
-    scene = _prepare(parts, max_faces)
-    if scene is None:
-        return Image.new("RGBA", (size, size))
-    rotation = _rotation(yaw, pitch)
-    pixels = _draw(scene, rotation, _frame(scene, rotation), size)
+    # vertices no face uses may be anything, NaN included: their arithmetic must not warn
+    with np.errstate(all="ignore"):
+        scene = _prepare(parts, max_faces)
+        if scene is None:
+            return Image.new("RGBA", (size, size))
+        rotation = _rotation(yaw, pitch)
+        pixels = _draw(scene, rotation, _frame(scene, rotation), size)
     return Image.fromarray(pixels, "RGBA")
 
 
@@ -91,13 +94,14 @@ def render_turntable(
     """
     layout = turntable_layout(frames, frame_size, columns)
     sprite = np.zeros((layout["rows"] * frame_size, layout["columns"] * frame_size, 4), np.uint8)
-    scene = _prepare(parts, max_faces)
-    if scene is not None:
+    with np.errstate(all="ignore"):
+        scene = _prepare(parts, max_faces)
+        if scene is None:
+            return Image.fromarray(sprite, "RGBA")
         rotations = [_rotation(360.0 * i / frames, pitch) for i in range(frames)]
         frame = _turntable_frame(scene, rotations)
         for i, rotation in enumerate(rotations):
-            row, column = divmod(i, layout["columns"])
-            top, left = row * frame_size, column * frame_size
+            top, left = (frame_size * n for n in divmod(i, layout["columns"]))
             image = _draw(scene, rotation, frame, frame_size)
             sprite[top:top + frame_size, left:left + frame_size] = image
     return Image.fromarray(sprite, "RGBA")
@@ -133,11 +137,10 @@ def _rotation(yaw: float, pitch: float) -> NDArray[np.float64]:
 
 def _frame(scene: _Scene, rotation: NDArray[np.float64]) -> tuple[float, float, float]:
     """(centre x, centre y, half side) of the square that holds the model in this view."""
-    with np.errstate(all="ignore"):
-        x, y = (_project(scene.coords[:, scene.used], rotation, axis) for axis in (0, 1))
-        low_x, high_x, low_y, high_y = x.min(), x.max(), y.min(), y.max()
-        return _checked((low_x + high_x) / 2, (low_y + high_y) / 2,
-                        max(high_x - low_x, high_y - low_y) / 2)
+    x, y = (_project(scene.coords[:, scene.used], rotation, axis) for axis in (0, 1))
+    low_x, high_x, low_y, high_y = x.min(), x.max(), y.min(), y.max()
+    return _checked((low_x + high_x) / 2, (low_y + high_y) / 2,
+                    max(high_x - low_x, high_y - low_y) / 2)
 
 
 def _turntable_frame(
@@ -145,9 +148,8 @@ def _turntable_frame(
 ) -> tuple[float, float, float]:
     """One frame for every view: centred on the model's bounding-box centre, the widest extent."""
     used = scene.coords[:, scene.used]
-    with np.errstate(all="ignore"):
-        extent = max(float(np.abs(_project(used, r, axis)).max())
-                     for r in rotations for axis in (0, 1))
+    extent = max(float(np.abs(_project(used, r, axis)).max())
+                 for r in rotations for axis in (0, 1))
     return _checked(0.0, 0.0, extent)
 
 
@@ -188,15 +190,6 @@ def _prepare(parts: Sequence[Surface], max_faces: int | None) -> _Scene | None:
         offset += len(points)
     if not faces:
         return None
-    with np.errstate(all="ignore"):
-        return _joined_scene(vertices, faces, colors, uvs, starts, textures)
-
-
-def _joined_scene(
-    vertices: list[NDArray[np.float64]], faces: list[NDArray[np.int64]],
-    colors: list[NDArray[np.uint8]], uvs: list[NDArray[np.float64]], starts: list[int],
-    textures: dict[int, NDArray[np.uint8]],
-) -> _Scene:
     all_vertices, all_faces = _joined(vertices), _joined(faces)
     used = np.zeros(len(all_vertices), dtype=bool)
     used[all_faces.reshape(-1)] = True
@@ -293,13 +286,6 @@ def _draw(
     scene: _Scene, rotation: NDArray[np.float64], frame: tuple[float, float, float], size: int
 ) -> NDArray[np.uint8]:
     """One view as (size, size, 4) RGBA, super-sampled when the model is light enough."""
-    with np.errstate(all="ignore"):  # vertices no face uses may be anything, NaN included
-        return _draw_checked(scene, rotation, frame, size)
-
-
-def _draw_checked(
-    scene: _Scene, rotation: NDArray[np.float64], frame: tuple[float, float, float], size: int
-) -> NDArray[np.uint8]:
     light = len(scene.faces) <= SUPERSAMPLE_MAX_FACES and size * SUPERSAMPLE <= SUPERSAMPLE_MAX_SIZE
     factor = SUPERSAMPLE if light else 1
     big = size * factor
@@ -312,27 +298,62 @@ def _draw_checked(
     depth = (depth_range - depth) / (2 * depth_range)
     nearest = rasterize(x, y, depth, scene.faces, big).reshape(-1)
     pixels = np.flatnonzero(nearest >= 0)
-    # shading works per visible face, then per pixel by interpolation between its corners
+    # shading is set up per visible face, then interpolated per pixel, a block at a time
     seen, which = _visible(nearest[pixels], len(scene.faces))
-    corners = scene.faces[seen]
-    weights = barycentric(x, y, corners, which, pixels, big)
-    per_corner = np.concatenate([_corner_normals(scene, corners), scene.colors[corners]], axis=2)
-    mixed = np.einsum("kc,kcj->kj", weights, per_corner[which])
-    normal, rgb = mixed[:, :3], mixed[:, 3:]
-    if scene.uv is not None:
-        _texture_colors(scene, seen, which, weights, rgb)
-    rgb *= _lambert(normal, rotation)[:, None]
+    del nearest
+    faces = _VisibleFaces(scene, seen, x, y, rotation)
     if factor == 1:
         image = np.zeros((size * size, 4), dtype=np.uint8)
-        image[pixels, :3] = np.clip(np.rint(rgb), 0, 255)
         image[pixels, 3] = 255
+        for block in _blocks(len(pixels)):
+            rgb = faces.shade(which[block], pixels[block], big)
+            image[pixels[block], :3] = np.clip(np.rint(rgb), 0, 255)
         return image.reshape(size, size, 4)
     samples = np.zeros((big * big, 4), dtype=np.float32)
-    samples[pixels, :3] = rgb
     samples[pixels, 3] = 1.0
-    averaged = _downsample(samples.reshape(big, big, 4), factor)
+    for block in _blocks(len(pixels)):
+        samples[pixels[block], :3] = faces.shade(which[block], pixels[block], big)
+    averaged = downsample(samples.reshape(big, big, 4), factor)
     averaged[..., 3] *= 255.0
     return np.clip(np.rint(averaged), 0, 255).astype(np.uint8)
+
+
+def _blocks(count: int) -> list[slice]:
+    return [slice(first, first + SHADE_CHUNK) for first in range(0, count, SHADE_CHUNK)]
+
+
+class _VisibleFaces:
+    """What shading needs of the faces seen in one view, laid out for per-pixel lookups."""
+
+    def __init__(
+        self, scene: _Scene, seen: NDArray[np.int64], x: NDArray[np.float64],
+        y: NDArray[np.float64], rotation: NDArray[np.float64],
+    ) -> None:
+        corners = scene.faces[seen]
+        self.planes = barycentric_planes(x, y, corners)
+        table = np.concatenate([_corner_normals(scene, corners), scene.colors[corners]], axis=2)
+        self.corners = [np.ascontiguousarray(table[:, corner]) for corner in range(3)]
+        self.light = (rotation.T @ (np.asarray(LIGHT) / np.linalg.norm(LIGHT))).astype(np.float32)
+        self.textures = scene.textures
+        self.part = np.searchsorted(scene.part_starts, seen, side="right") - 1
+        self.uv = [] if scene.uv is None else [scene.uv[corners[:, i]] for i in range(3)]
+
+    def shade(
+        self, which: NDArray[np.int64], pixels: NDArray[np.int64], size: int
+    ) -> NDArray[np.float32]:
+        """Lit colour (k, 3) of flat `pixels` lying on visible faces `which`."""
+        weights = barycentric(self.planes, which, pixels, size)
+        mixed = interpolate(self.corners, which, weights)
+        rgb = mixed[:, 3:]
+        if self.uv:
+            part = self.part.take(which)
+            for index, texture in self.textures.items():
+                chosen = np.flatnonzero(part == index)
+                if len(chosen):
+                    uv = interpolate(self.uv, which[chosen], weights[chosen])
+                    rgb[chosen] = _sample(texture, uv)
+        rgb *= _lambert(mixed[:, :3], self.light)[:, None]
+        return rgb
 
 
 def _visible(face: NDArray[np.int64], count: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -356,27 +377,13 @@ def _corner_normals(scene: _Scene, corners: NDArray[np.int64]) -> NDArray[np.flo
     return np.where(smooth[:, :, None], normals, flat[:, None, :])
 
 
-def _lambert(normal: NDArray[np.float32], rotation: NDArray[np.float64]) -> NDArray[np.float32]:
+def _lambert(normal: NDArray[np.float32], light: NDArray[np.float32]) -> NDArray[np.float32]:
     """Ambient plus two-sided Lambert from the light near the camera, per pixel."""
-    light = (rotation.T @ (np.asarray(LIGHT) / np.linalg.norm(LIGHT))).astype(np.float32)
-    length = np.sqrt(np.einsum("kj,kj->k", normal, normal))
-    lambert: NDArray[np.float32] = np.abs(normal @ light) / np.maximum(length, np.float32(1e-12))
+    x, y, z = normal[:, 0], normal[:, 1], normal[:, 2]
+    length = np.sqrt(x * x + y * y + z * z)
+    lambert: NDArray[np.float32] = np.abs(x * light[0] + y * light[1] + z * light[2])
+    lambert /= np.maximum(length, np.float32(1e-12))
     return np.float32(AMBIENT) + np.float32(DIFFUSE) * np.nan_to_num(lambert)
-
-
-def _texture_colors(
-    scene: _Scene, seen: NDArray[np.int64], which: NDArray[np.int64],
-    weights: NDArray[np.float32], rgb: NDArray[np.float32],
-) -> None:
-    """Overwrite the base colour of pixels on textured parts with their texture's sample."""
-    assert scene.uv is not None
-    part = (np.searchsorted(scene.part_starts, seen, side="right") - 1)[which]
-    for index, texture in scene.textures.items():
-        chosen = np.flatnonzero(part == index)
-        if len(chosen):
-            corner_uv = scene.uv[scene.faces[seen[which[chosen]]]]
-            uv = np.einsum("kc,kcj->kj", weights[chosen].astype(np.float64), corner_uv)
-            rgb[chosen] = _sample(texture, uv)
 
 
 def _sample(texture: NDArray[np.uint8], uv: NDArray[np.float64]) -> NDArray[np.float32]:
@@ -393,13 +400,3 @@ def _sample(texture: NDArray[np.uint8], uv: NDArray[np.float64]) -> NDArray[np.f
     upper = texture[y0, x0] * (1 - fu) + texture[y0, x1] * fu
     lower = texture[y1, x0] * (1 - fu) + texture[y1, x1] * fu
     return np.asarray(upper * (1 - fv) + lower * fv, dtype=np.float32)
-
-
-def _downsample(image: NDArray[np.float32], factor: int) -> NDArray[np.float32]:
-    """Box-filter blocks of (colour, coverage): colour averages over the covered samples."""
-    total = sum(image[i::factor, j::factor] for i in range(factor) for j in range(factor))
-    out = np.asarray(total, dtype=np.float32)
-    coverage = out[..., 3:]
-    np.divide(out[..., :3], coverage, out=out[..., :3], where=coverage > 0)
-    coverage /= factor * factor
-    return out
