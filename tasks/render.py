@@ -194,7 +194,7 @@ def _prepare(parts: Sequence[Surface], max_faces: int | None) -> _Scene | None:
     used = np.zeros(len(all_vertices), dtype=bool)
     used[all_faces.reshape(-1)] = True
     used_indices = np.flatnonzero(used)
-    coords = np.ascontiguousarray(all_vertices.T)
+    coords = np.array(all_vertices.T, order="C")  # a copy: centred in place below
     del vertices, all_vertices
     for axis in coords:
         axis -= (axis[used_indices].min() + axis[used_indices].max()) / 2
@@ -286,8 +286,8 @@ def _draw(
     scene: _Scene, rotation: NDArray[np.float64], frame: tuple[float, float, float], size: int
 ) -> NDArray[np.uint8]:
     """One view as (size, size, 4) RGBA, super-sampled when the model is light enough."""
-    light = len(scene.faces) <= SUPERSAMPLE_MAX_FACES and size * SUPERSAMPLE <= SUPERSAMPLE_MAX_SIZE
-    factor = SUPERSAMPLE if light else 1
+    cheap = len(scene.faces) <= SUPERSAMPLE_MAX_FACES and size * SUPERSAMPLE <= SUPERSAMPLE_MAX_SIZE
+    factor = SUPERSAMPLE if cheap else 1
     big = size * factor
     centre_x, centre_y, extent = frame
     scale = big * (0.5 - MARGIN) / extent
@@ -301,18 +301,18 @@ def _draw(
     # shading is set up per visible face, then interpolated per pixel, a block at a time
     seen, which = _visible(nearest[pixels], len(scene.faces))
     del nearest
-    faces = _VisibleFaces(scene, seen, x, y, rotation)
+    visible = _VisibleFaces(scene, seen, x, y, rotation)
     if factor == 1:
         image = np.zeros((size * size, 4), dtype=np.uint8)
         image[pixels, 3] = 255
         for block in _blocks(len(pixels)):
-            rgb = faces.shade(which[block], pixels[block], big)
+            rgb = visible.shade(which[block], pixels[block], big)
             image[pixels[block], :3] = np.clip(np.rint(rgb), 0, 255)
         return image.reshape(size, size, 4)
     samples = np.zeros((big * big, 4), dtype=np.float32)
     samples[pixels, 3] = 1.0
     for block in _blocks(len(pixels)):
-        samples[pixels[block], :3] = faces.shade(which[block], pixels[block], big)
+        samples[pixels[block], :3] = visible.shade(which[block], pixels[block], big)
     averaged = downsample(samples.reshape(big, big, 4), factor)
     averaged[..., 3] *= 255.0
     return np.clip(np.rint(averaged), 0, 255).astype(np.uint8)

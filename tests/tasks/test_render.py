@@ -276,3 +276,11 @@ def test_corpus_models_render(tmp_path: Path) -> None:
     colors = pixels(thumbnail)[pixels(thumbnail)[..., 3] == 255][:, :3]
     assert (colors[:, 0] > colors[:, 2] + 60).mean() > 0.5  # the yellow duck texture shows
     save(thumbnail, "render-duck.png")
+
+
+def test_the_callers_arrays_are_left_alone() -> None:
+    model = box(at=(5.0, 0.0, 0.0))
+    vertices = np.asfortranarray(model.vertices)
+    kept = vertices.copy()
+    render_view([Surface(vertices=vertices, faces=model.faces)], size=16)
+    assert np.array_equal(vertices, kept)
