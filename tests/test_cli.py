@@ -111,3 +111,13 @@ async def test_standalone_workers_run_queued_tasks(redis_url: str, tmp_path: Pat
         view = await _state(redis_url, task_id)
         assert view["state"] == "SUCCESS", (command, view, done.stderr[-2000:])
         assert view["result"]["faces"] == 12  # type: ignore[index]
+
+
+def test_the_web_process_never_imports_a_parser() -> None:
+    """Parsers run in child processes only: importing the app must not load any of them."""
+    heavy = ("trimesh", "PIL", "numpy", "assimp_py", "py7zr", "lxml", "collada", "DracoPy")
+    probe = ("import sys, server; "
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    output = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    assert output.strip() == "[]"

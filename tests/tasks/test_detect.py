@@ -174,10 +174,9 @@ def test_tga_with_an_inconsistent_header_is_refused(tmp_path: Path) -> None:
     assert sniff_bytes(tmp_path, bytes(data)) is None
 
 
-def test_exr_is_a_texture_but_not_supported(tmp_path: Path) -> None:
+def test_exr_is_a_texture(tmp_path: Path) -> None:
     detection = sniff_bytes(tmp_path, b"\x76\x2f\x31\x01\x02\x00\x00\x00" + bytes(64))
-    assert detection is not None and detection.format == "exr"
-    assert "exr" not in SUPPORTED
+    assert detection is not None and (detection.kind, detection.format) == ("texture", "exr")
 
 
 OBJ = b"# cube corner\no corner\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvn 0 0 1\nf 1 2 3\n"
@@ -257,7 +256,13 @@ def test_zip_holding_one_model_is_a_mesh(tmp_path: Path) -> None:
     detection = sniff_bytes(tmp_path, data)
     assert detection is not None
     assert (detection.kind, detection.format) == ("mesh", "zip")
-    assert "zip" not in SUPPORTED
+
+
+def test_zip_holding_one_texture_set_is_a_material(tmp_path: Path) -> None:
+    data = zip_bytes(["rock/Rock_BaseColor.png", "rock/Rock_Normal.png", "rock/readme.txt"])
+    detection = sniff_bytes(tmp_path, data)
+    assert detection is not None
+    assert (detection.kind, detection.format) == ("material", "zip")
 
 
 @pytest.mark.parametrize("names", [["a.obj", "b.fbx"], ["skin.png"], []])
@@ -287,12 +292,8 @@ def test_substance_files_are_materials(tmp_path: Path) -> None:
     assert sniff_bytes(tmp_path, b"<package><name>npm?</name></package>") is None
 
 
-def test_supported_formats_are_the_ones_with_a_pipeline_today() -> None:
-    meshes = {"obj", "stl", "ply", "off", "glb", "gltf"}
-    textures = {"png", "jpeg", "tga", "tiff", "webp", "bmp", "gif"}
-    assert meshes | textures == SUPPORTED
-    assert SUPPORTED < FORMATS
-    assert {"fbx", "dae", "3mf", "zip", "exr", "sbsar", "sbs"} <= FORMATS - SUPPORTED
+def test_every_recognised_format_has_a_pipeline() -> None:
+    assert SUPPORTED == FORMATS | {"pbr"}
 
 
 def test_truncated_and_mutated_files_never_raise(tmp_path: Path) -> None:
@@ -314,10 +315,15 @@ def test_truncated_and_mutated_files_never_raise(tmp_path: Path) -> None:
 
 
 def test_supported_formats_match_the_pipelines() -> None:
-    from tasks.mesh import FILE_TYPES
-    from tasks.texture import PILLOW_FORMATS
+    from tasks.imaging import PILLOW_FORMATS
+    from tasks.mesh_load import FILE_TYPES
 
-    assert set(FILE_TYPES) | set(PILLOW_FORMATS) == SUPPORTED
+    assert set(FILE_TYPES) | {"fbx", "zip"} == {
+        f for f in FORMATS if f in FILE_TYPES or f in ("fbx", "zip")}
+    assert set(PILLOW_FORMATS) | {"exr"} == {f for f in FORMATS if f in PILLOW_FORMATS or
+                                             f == "exr"}
+    meshes = {f for f in FORMATS if f not in PILLOW_FORMATS and f not in ("exr", "sbsar", "sbs")}
+    assert meshes == set(FILE_TYPES) | {"fbx", "zip"}
 
 
 def test_detection_imports_nothing_heavy() -> None:
