@@ -362,6 +362,7 @@ def _sniff_zip(file: IO[bytes], tail: bytes) -> Detection | None:
     ]
     if len(models) == 1:
         return _DETECTIONS["zip"]
-    if not models and len(group_sets(n for n in names if not n.lower().startswith("__macosx/"))) == 1:
+    images = [n for n in names if not n.lower().startswith("__macosx/")]
+    if not models and len(group_sets(images)) == 1:
         return _TEXTURE_SET_ZIP
     return None

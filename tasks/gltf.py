@@ -34,7 +34,8 @@ def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
             buffers[index] = _fetch(buffer.pop("uri"), resolver, max_data_uri_bytes, "buffer")
     images = _embed_images(tree, buffers, resolver, max_data_uri_bytes)
     if uses_draco(tree):
-        tree, buffers = decode_draco(tree, [b or b"" for b in buffers])
+        tree, decoded = decode_draco(tree, [b or b"" for b in buffers])
+        buffers = list(decoded)
     if any(b is None for b in buffers):
         raise CorruptFile("The glTF declares a buffer that holds no data.")
     return pack_glb(tree, [b or b"" for b in buffers]), images

@@ -51,12 +51,11 @@ def plan(files: list[UploadFile]) -> tuple[list[Group], list[UploadFile]]:
     claimed: dict[str, set[str]] = {}  # model name -> companion names
     for file in files:
         if file.detection is not None and file.detection.kind == "mesh":
-            companions = {index.find(r) for r in _references(file, index, by_name)}
-            companions.discard(None)
-            companions.discard(file.name)
+            found = {index.find(r) for r in _references(file, index, by_name)}
+            companions = {name for name in found if name is not None and name != file.name}
             if companions:
-                claimed[file.name] = {c for c in companions if c is not None}
-    taken = set().union(*claimed.values()) if claimed else set()
+                claimed[file.name] = companions
+    taken: set[str] = set().union(*claimed.values()) if claimed else set()
     free_textures = [
         f.name for f in files
         if f.name not in taken and f.detection is not None and f.detection.kind == "texture"
@@ -75,9 +74,9 @@ def plan(files: list[UploadFile]) -> tuple[list[Group], list[UploadFile]]:
         elif file.detection is None:
             refused.append(file)
         else:
-            companions = sorted(claimed.get(file.name, ()), key=_upload_order(files))
+            owned = sorted(claimed.get(file.name, set()), key=_upload_order(files))
             groups.append(Group(file.detection.kind, file.detection.format, file.name,
-                                (file.name, *companions)))
+                                (file.name, *owned)))
     return groups, refused
 
 

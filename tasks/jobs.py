@@ -151,7 +151,8 @@ class _Run:
     def _payload(self) -> dict[str, Any]:
         """What the child needs: where the task's files are, what they are, and the limits."""
         assert self.record is not None
-        storage, settings, fields = self.services.storage, self.services.settings, self.record.fields
+        storage, settings = self.services.storage, self.services.settings
+        fields = self.record.fields
         files = json.loads(fields.get("files") or "[]")
         if files:
             source = storage.files_dir(self.task_id) / fields["source"]

@@ -3,6 +3,7 @@ texture set (maps uploaded together, or zipped)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,13 @@ from tasks.substance import describe_sbs, describe_sbsar
 def process(payload: Payload, progress: Progress) -> Result:
     """Describe the material the task holds; its format says which kind it is."""
     fmt = str(payload["format"])
-    if fmt == "sbsar":
-        return describe_sbsar(payload, progress)
-    if fmt == "sbs":
-        return describe_sbs(payload, progress)
-    if fmt == "pbr":
-        return describe_set(payload, progress)
-    if fmt == "zip":
-        return describe_set(_unzipped_set(payload, progress), progress)
-    raise UnsupportedFormat(f"{fmt.upper()} materials are not supported.")
+    describe: dict[str, Callable[[Payload, Progress], Result]] = {
+        "sbsar": describe_sbsar, "sbs": describe_sbs, "pbr": describe_set,
+        "zip": lambda p, report: describe_set(_unzipped_set(p, report), report),
+    }
+    if fmt not in describe:
+        raise UnsupportedFormat(f"{fmt.upper()} materials are not supported.")
+    return describe[fmt](payload, progress)
 
 
 def _unzipped_set(payload: Payload, progress: Progress) -> dict[str, Any]:

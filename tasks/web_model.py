@@ -21,7 +21,7 @@ def write_glb(scene: trimesh.Scene, target: Path) -> dict[str, Any]:
     """Export the scene (materials and textures kept) as a binary glTF."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        data = scene.export(file_type="glb")
+        data: bytes = scene.export(file_type="glb")  # type: ignore[no-untyped-call]
     target.write_bytes(data)
     return {"name": target.name, "media_type": "model/gltf-binary", "size": len(data)}
 

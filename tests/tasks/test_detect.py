@@ -293,7 +293,7 @@ def test_substance_files_are_materials(tmp_path: Path) -> None:
 
 
 def test_every_recognised_format_has_a_pipeline() -> None:
-    assert SUPPORTED == FORMATS | {"pbr"}
+    assert FORMATS | {"pbr"} == SUPPORTED
 
 
 def test_truncated_and_mutated_files_never_raise(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_file_index_matches_case_and_base_names() -> None:
 
 def _upload(tmp_path: Path, files: dict[str, Path | bytes]) -> list[UploadFile]:
     names = stored_names(list(files))
-    received = []
+    received: list[UploadFile] = []
     for name, content in zip(names, files.values(), strict=True):
         path = tmp_path / f"{len(received)}.part"
         path.write_bytes(content if isinstance(content, bytes) else content.read_bytes())

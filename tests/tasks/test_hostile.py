@@ -34,14 +34,14 @@ def upload_dir(tmp_path: Path) -> Path:
 
 
 def run(upload_dir: Path, files: dict[str, bytes], fmt: str, kind: str = "mesh",
-        **limits: Any) -> TaskError:
+        limits: dict[str, int] | None = None) -> TaskError:
     for name, data in files.items():
         (upload_dir / name).write_bytes(data)
     task = upload_dir.parent
     payload = {"source": str(upload_dir / next(iter(files))), "files_dir": str(upload_dir),
                "main": next(iter(files)), "files": list(files), "format": fmt,
                "artifacts_dir": str(task / "artifacts"), "work_dir": str(task / "work"),
-               "max_pixels": 10_000_000, "limits": limits}
+               "max_pixels": 10_000_000, "limits": limits or {}}
     pipeline = process_mesh if kind == "mesh" else process_material
     with pytest.raises(TaskError) as caught:
         pipeline(payload, lambda stage, fraction: None)
@@ -153,7 +153,7 @@ def test_zip_bomb_is_rejected_before_it_is_unpacked(upload_dir: Path) -> None:
 ])
 def test_zip_caps_are_configurable(upload_dir: Path, limits: dict[str, int], words: str) -> None:
     archive = _zip({"model.obj": TRIANGLE, "a.txt": b"a", "b.txt": b"b"})
-    error = run(upload_dir, {"upload.zip": archive}, "zip", **limits)
+    error = run(upload_dir, {"upload.zip": archive}, "zip", limits=limits)
     assert error.code == "archive_rejected" and words in error.message
 
 

@@ -7,7 +7,7 @@ import json
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tasks.progress import Result
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 
 Events = list[tuple[str, float]]
-Files = dict[str, "str | bytes"]  # stored name -> corpus path or the bytes themselves
+Files = Mapping[str, "str | bytes"]  # stored name -> corpus path or the bytes themselves
 
 
 def payload(tmp_path: Path, files: Files, fmt: str, main: str | None = None,
@@ -67,12 +67,12 @@ def fail(tmp_path: Path, files: Files, fmt: str, **limits: Any) -> TaskError:
     return error
 
 
-SPIDER = {
+SPIDER: Files = {
     "spider.obj": "OBJ/spider.obj", "spider.mtl": "OBJ/spider.mtl",
     **{n: f"OBJ/{n}" for n in ("SpiderTex.jpg", "drkwood2.jpg", "engineflare1.jpg",
                                "wal67ar_small.jpg", "wal69ar_small.jpg")},
 }
-BOX_GLTF = {n: f"glTF2/BoxTextured-glTF/{n}"
+BOX_GLTF: Files = {n: f"glTF2/BoxTextured-glTF/{n}"
             for n in ("BoxTextured.gltf", "BoxTextured0.bin", "CesiumLogoFlat.png")}
 
 
