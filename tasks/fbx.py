@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import re
-import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import assimp_py
 import numpy as np
@@ -21,16 +19,14 @@ from PIL import Image
 from trimesh.visual.material import PBRMaterial
 
 from tasks.errors import CorruptFile, NoGeometry, TooLarge
+from tasks.fbx_reader import FileFacts, basename, display_name, read_facts
 from tasks.imaging import open_image, safe_label
 
 MAX_FBX_BYTES = 512 * 1024**2
 MAX_PIXELS = 178_956_970
 MAX_FACES = 50_000_000
 MAX_NODES = 100_000
-MAX_RECORDS = 1_000_000  # records of one binary list the reader walks through
-MAX_EMBEDDED = 1000
 MAX_MATERIALS = 256
-MAX_NAME_CHARS = 120
 
 # Triangulate: assimp_py refuses faces that are not triangles. JoinIdenticalVertices: FBX gives
 # one vertex per face corner; welding equal corners keeps UV and normal seams. Validate: assimp
@@ -42,25 +38,7 @@ ASSIMP_FLAGS = (
     | assimp_py.Process_ValidateDataStructure
 )
 
-_BINARY_MAGIC = b"Kaydara FBX Binary  \x00"
-_ASCII_HEAD = re.compile(
-    rb"\A(?:\xef\xbb\xbf)?\s*;[ \t]*FBX|^\s*FBXHeaderExtension:\s*\{", re.MULTILINE
-)
 _ASSIMP_PREFIX = re.compile(r"^FBX-\w+ \(\w+ [^)]*\)\s*")
-_SETTINGS = ("UpAxis", "UpAxisSign", "FrontAxis", "FrontAxisSign", "CoordAxis", "CoordAxisSign",
-             "UnitScaleFactor")
-_ASCII_SETTING = re.compile(
-    rb'P:\s*"(' + b"|".join(s.encode() for s in _SETTINGS) + rb')"\s*,\s*"[^"]*"\s*,'
-    rb'\s*"[^"]*"\s*,\s*"[^"]*"\s*,\s*([-+0-9.eE]+)'
-)
-_ASCII_GLOBAL = re.compile(rb"^[ \t]*GlobalSettings:\s*\{", re.MULTILINE)
-_ASCII_VIDEO = re.compile(rb"^[ \t]*Video:[^\n{]*\{", re.MULTILINE)
-_ASCII_TOKEN = re.compile(rb'"[^"]*"|[{}]')
-_ASCII_FILENAME = re.compile(rb'^\s*(Relative|)File[Nn]ame:\s*"([^"]*)"', re.MULTILINE)
-_ASCII_CONTENT = re.compile(rb'Content:\s*,?\s*((?:"[^"]*"\s*,?\s*)+)')
-_SCALARS = {b"Y": struct.Struct("<h"), b"C": struct.Struct("<?"), b"I": struct.Struct("<i"),
-            b"F": struct.Struct("<f"), b"D": struct.Struct("<d"), b"L": struct.Struct("<q")}
-_ARRAY_CODES = frozenset(b"fdlibc")
 _AXES = "XYZ"
 _DIFFUSE, _BASE_COLOR = assimp_py.TextureType_DIFFUSE, 12
 
@@ -79,19 +57,6 @@ class FbxModel:
     unreadable_textures: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _FileFacts:
-    """What the bounded reader learnt from the file itself: settings and embedded images."""
-
-    settings: dict[str, float] = field(default_factory=dict)
-    embedded: dict[str, bytes] = field(default_factory=dict)  # lower-cased basename -> bytes
-
-
-class _Unreadable(Exception):
-    """The binary layout is inconsistent; assimp's tokenizer checks the same offsets, so the file
-    is refused before assimp runs."""
-
-
 def load_fbx(
     path: Path,
     *,
@@ -107,7 +72,7 @@ def load_fbx(
     if size > max_bytes:
         raise TooLarge(f"The FBX file has {size:,} bytes; the limit is {max_bytes:,}.")
     data = path.read_bytes()
-    facts = _read_facts(data)
+    facts = read_facts(data)
     unit_scale, up_axis = _units_and_axes(facts.settings)
     scene_in = _import(data)
     del data
@@ -157,160 +122,11 @@ def _units_and_axes(settings: dict[str, float]) -> tuple[float, str]:
     return centimetres / 100.0, up if signs[1] == 1 else "-" + up
 
 
-# --- the bounded reader: GlobalSettings and embedded Video content, nothing else -------------
-
-
-def _read_facts(data: bytes) -> _FileFacts:
-    facts = _FileFacts()
-    if data.startswith(_BINARY_MAGIC):
-        if len(data) < 27:
-            raise CorruptFile("The file could not be read as FBX: it is truncated.")
-        try:
-            _read_binary(data, facts)
-        except (_Unreadable, struct.error) as error:
-            raise CorruptFile("The file could not be read as FBX: it is damaged.") from error
-    elif _ASCII_HEAD.search(data[:8192]):
-        _read_ascii(data, facts)
-    else:
-        raise CorruptFile("The file could not be read as FBX: it is neither binary nor text FBX.")
-    return facts
-
-
-def _read_binary(data: bytes, facts: _FileFacts) -> None:
-    (version,) = struct.unpack_from("<I", data, 23)
-    if not 2000 <= version < 20000:
-        raise _Unreadable("implausible version")
-    head = struct.Struct("<QQQB" if version >= 7500 else "<IIIB")
-    for top in _records(data, 27, len(data), head):
-        if top.name == b"GlobalSettings":
-            for table in _children(data, top, head, b"Properties70"):
-                for record in _children(data, table, head, b"P"):
-                    values = _properties(data, record)
-                    if len(values) >= 5 and isinstance(values[0], bytes):
-                        _setting(facts, values[0], values[4])
-        elif top.name == b"Objects":
-            for video in _children(data, top, head, b"Video"):
-                found: dict[bytes, Any] = {}
-                for child in _records(data, video.props_end, video.end, head):
-                    if child.name in (b"Filename", b"RelativeFilename", b"Content"):
-                        values = _properties(data, child)
-                        found[child.name] = values[0] if values else None
-                names = [found.get(b"RelativeFilename"), found.get(b"Filename")]
-                _embed(facts, names, found.get(b"Content"))
-
-
-class Record(NamedTuple):
-    name: bytes
-    properties: int
-    props_start: int
-    props_end: int  # where the nested records begin
-    end: int
-
-
-def _records(data: bytes, start: int, end: int, head: struct.Struct) -> Iterator[Record]:
-    """The records of one list, checked to nest inside [start, end); a null record ends it."""
-    position = start
-    for _ in range(MAX_RECORDS):
-        if position + head.size > end:
-            return
-        record_end, count, length, name_length = head.unpack_from(data, position)
-        if record_end == 0:
-            return
-        name_start = position + head.size
-        props_start = name_start + name_length
-        if not props_start + length <= record_end <= end:
-            raise _Unreadable("a record does not fit in its parent")
-        yield Record(data[name_start:props_start], count, props_start, props_start + length,
-                     record_end)
-        position = record_end
-    raise _Unreadable("too many records")
-
-
-def _children(data: bytes, parent: Record, head: struct.Struct, name: bytes) -> Iterator[Record]:
-    records = _records(data, parent.props_end, parent.end, head)
-    return (record for record in records if record.name == name)
-
-
-def _properties(data: bytes, record: Record) -> list[Any]:
-    """Scalar and string properties; arrays are skipped (None), never inflated."""
-    values: list[Any] = []
-    position = record.props_start
-    for _ in range(min(record.properties, 64)):
-        code = data[position : position + 1]
-        position += 1
-        if code in _SCALARS:
-            values.append(_SCALARS[code].unpack_from(data, position)[0])
-            position += _SCALARS[code].size
-        elif code in (b"S", b"R"):
-            (length,) = struct.unpack_from("<I", data, position)
-            position += 4 + length
-            if position > record.props_end:
-                raise _Unreadable("a string runs past its record")
-            values.append(data[position - length : position])
-        elif code and code[0] in _ARRAY_CODES:
-            _, _, length = struct.unpack_from("<III", data, position)
-            position += 12 + length
-            values.append(None)
-        else:
-            raise _Unreadable("unknown property type")
-        if position > record.props_end:
-            raise _Unreadable("a property runs past its record")
-    return values
-
-
-def _read_ascii(data: bytes, facts: _FileFacts) -> None:
-    found = _ASCII_GLOBAL.search(data)
-    block = _ascii_block(data, found.end()) if found else None
-    if block is not None:
-        for key, value in _ASCII_SETTING.findall(block):
-            try:
-                _setting(facts, key, float(value))
-            except ValueError:
-                continue
-    for count, video in enumerate(_ASCII_VIDEO.finditer(data)):
-        if count == MAX_EMBEDDED or (block := _ascii_block(data, video.end())) is None:
-            break
-        names = dict(_ASCII_FILENAME.findall(block))
-        content = _ASCII_CONTENT.search(block)
-        if content is not None:
-            chunks = b"".join(re.findall(rb'"([^"]*)"', content.group(1)))
-            try:
-                decoded: bytes | None = binascii.a2b_base64(chunks, strict_mode=True)
-            except binascii.Error:
-                decoded = None
-            _embed(facts, [names.get(b"Relative"), names.get(b"")], decoded)
-
-
-def _ascii_block(data: bytes, start: int) -> bytes | None:
-    """The text of the {...} block opened just before `start`; quoted braces do not count."""
-    depth = 1
-    for token in _ASCII_TOKEN.finditer(data, start):
-        depth += {b"{": 1, b"}": -1}.get(token.group(), 0)
-        if depth == 0:
-            return data[start : token.start()]
-    return None
-
-
-def _setting(facts: _FileFacts, key: bytes, value: object) -> None:
-    name = key.decode("ascii", errors="replace")
-    if name in _SETTINGS and isinstance(value, int | float) and np.isfinite(value):
-        facts.settings[name] = float(value)
-
-
-def _embed(facts: _FileFacts, names: list[Any], content: object) -> None:
-    if not isinstance(content, bytes) or not content or len(facts.embedded) >= MAX_EMBEDDED:
-        return
-    for raw in names:
-        if isinstance(raw, bytes) and (name := _basename(raw.decode("utf-8", "replace"))):
-            facts.embedded.setdefault(name.lower(), content)
-            return
-
-
 # --- from assimp's scene to a trimesh scene ----------------------------------------------------
 
 
 def _build(
-    source: Any, facts: _FileFacts, unit_scale: float, up_axis: str, max_pixels: int,
+    source: Any, facts: FileFacts, unit_scale: float, up_axis: str, max_pixels: int,
     max_faces: int,
 ) -> FbxModel:
     nodes = list(_walk(source.root_node))
@@ -355,7 +171,7 @@ def _walk(root: Any) -> Iterator[tuple[str, str | None, Any]]:
         if not stack:
             return
         node, parent = stack.pop()
-        frame = f"{number}:{_display_name(node.name)}"
+        frame = f"{number}:{display_name(node.name)}"
         yield frame, parent, node
         stack.extend((child, frame) for child in reversed(node.children))
     raise TooLarge(f"The FBX file has more than {MAX_NODES:,} nodes.")
@@ -403,14 +219,14 @@ class _Catalogue:
         self.built: dict[int, PBRMaterial] = {}
         for material in materials:
             for paths in (material.get("TEXTURES") or {}).values():
-                for name in filter(None, (_basename(str(p)) for p in paths)):
+                for name in filter(None, (basename(str(p)) for p in paths)):
                     if name not in self.referenced and len(self.referenced) < MAX_MATERIALS:
                         self.referenced.append(name)
 
     def names(self) -> list[str]:
         names: list[str] = []
         for material in self.materials:
-            name = _display_name(str(material.get("NAME") or ""))
+            name = display_name(str(material.get("NAME") or ""))
             if name and name not in names and len(names) < MAX_MATERIALS:
                 names.append(name)
         return names
@@ -422,7 +238,7 @@ class _Catalogue:
 
     def _material(self, index: int) -> PBRMaterial:
         source = self.materials[index] if 0 <= index < len(self.materials) else {}
-        name = _display_name(str(source.get("NAME") or "")) or None
+        name = display_name(str(source.get("NAME") or "")) or None
         colour = source.get("COLOR_DIFFUSE")
         rgb = [float(c) for c in colour[:3]] if isinstance(colour, list) else [0.8, 0.8, 0.8]
         opacity = source.get("OPACITY")
@@ -440,7 +256,7 @@ class _Catalogue:
     def _base_colour_image(self, textures: dict[int, list[str]]) -> Image.Image | None:
         for kind in (_DIFFUSE, _BASE_COLOR):
             for path in textures.get(kind) or []:
-                name = _basename(str(path))
+                name = basename(str(path))
                 content = self.embedded.get(name.lower())
                 if content is None or name in self.unreadable:
                     continue
@@ -449,12 +265,3 @@ class _Catalogue:
                 except CorruptFile:
                     self.unreadable.append(name)
         return None
-
-
-def _basename(path: str) -> str:
-    return _display_name(path.replace("\\", "/").rsplit("/", 1)[-1])
-
-
-def _display_name(name: str) -> str:
-    """A name taken from the file, made safe to show: printable and short."""
-    return "".join(c for c in name if c.isprintable()).strip()[:MAX_NAME_CHARS]
