@@ -49,14 +49,16 @@ def stored_names(raw_names: list[str]) -> list[str]:
         counter = 1
         while name.lower() in taken:
             counter += 1
-            name = _fit_bytes(f"{stem} ({counter}){dot}{suffix}")
+            tail = f" ({counter}){dot}{suffix}"
+            name = _fit_bytes(stem, MAX_STORED_NAME_BYTES - len(tail.encode())) + tail
         taken.add(name.lower())
         names.append(name)
     return names
 
 
-def _fit_bytes(name: str) -> str:
-    while len(name.encode()) > MAX_STORED_NAME_BYTES:
+def _fit_bytes(name: str, limit: int = MAX_STORED_NAME_BYTES) -> str:
+    """`name` cut to `limit` UTF-8 bytes, its extension kept when it can be."""
+    while len(name.encode()) > limit:
         stem, dot, suffix = name.rpartition(".")
         name = f"{stem[:-1]}{dot}{suffix}" if dot and len(stem) > 1 else name[:-1]
     return name

@@ -342,7 +342,14 @@ def _sniff_zip(file: IO[bytes], tail: bytes) -> Detection | None:
     if end < 0 or len(tail) - end < 22:
         return None
     entries, directory_size = struct.unpack_from("<HI", tail, end + 10)
-    if entries == 0xFFFF or directory_size > MAX_CENTRAL_DIRECTORY:
+    locator = end - 20
+    if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
+        # zipfile trusts the ZIP64 record over the classic one: so must the caps
+        record = locator - 56
+        if record < 0 or tail[record:record + 4] != b"PK\x06\x06":
+            return None
+        entries, directory_size = struct.unpack_from("<QQ", tail, record + 32)
+    if entries >= 0xFFFF or directory_size > MAX_CENTRAL_DIRECTORY:
         return None
     try:
         file.seek(0)

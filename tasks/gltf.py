@@ -25,6 +25,14 @@ def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
                        max_data_uri_bytes: int = MAX_DATA_URI_BYTES) -> tuple[bytes, list[str]]:
     """The model as one GLB that needs no other file, and the names of all its images (those
     the upload lacks are in `resolver.missing`)."""
+    try:
+        return _self_contained(data, fmt, resolver, max_data_uri_bytes)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
+        raise CorruptFile("The glTF's JSON does not describe a valid glTF model.") from error
+
+
+def _self_contained(data: bytes, fmt: str, resolver: UploadResolver,
+                    max_data_uri_bytes: int) -> tuple[bytes, list[str]]:
     tree, buffers = _read(data, fmt)
     for reference in (classify(item["uri"]) for item in _uri_items(tree)):
         if reference.verdict is Verdict.UNSAFE:
@@ -102,7 +110,7 @@ def _fetch(uri: str, resolver: UploadResolver, cap: int, what: str) -> bytes:
         except (binascii.Error, ValueError) as error:
             raise CorruptFile(f"The glTF has a damaged inline {what}.") from error
     try:
-        return resolver.get(uri)
+        return resolver.read(uri)
     except FileNotFoundError:
         resolver.check()
         name = safe_label(reference.basename)

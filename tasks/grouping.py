@@ -17,8 +17,12 @@ from tasks.detect import Detection
 from tasks.pbr_names import group_sets
 from tasks.references import FileIndex, Reference
 
-MAX_COMPANION_BYTES = 64 * 1024**2
-"""An MTL or .gltf bigger than this is not read for names (its references stay unresolved)."""
+MAX_COMPANION_BYTES = 16 * 1024**2
+"""An MTL bigger than this is not read for names (its references stay unresolved)."""
+MAX_JSON_BYTES = 8 * 1024**2
+"""A glTF's JSON bigger than this is not parsed for names (json.loads costs ~25× the bytes)."""
+MAX_READ_BYTES = 128 * 1024**2
+"""Most companion bytes one upload's grouping reads, whatever the number of models."""
 
 _CHUNK = 8 * 1024**2
 _OVERLAP = 8192
@@ -48,11 +52,14 @@ def plan(files: list[UploadFile]) -> tuple[list[Group], list[UploadFile]]:
     """The upload's tasks, in upload order, and the files that are neither readable nor claimed."""
     index = FileIndex(f.name for f in files)
     by_name = {f.name: f for f in files}
+    reader = _Reader()
     claimed: dict[str, set[str]] = {}  # model name -> companion names
     for file in files:
-        if file.detection is not None and file.detection.kind == "mesh":
-            found = {index.find(r) for r in _references(file, index, by_name)}
-            companions = {name for name in found if name is not None and name != file.name}
+        if _is_model(file):
+            found = {index.find(r) for r in _references(file, index, by_name, reader)}
+            # a model is never another's companion: each model is a task of its own
+            companions = {name for name in found
+                          if name is not None and not _is_model(by_name[name])}
             if companions:
                 claimed[file.name] = companions
     taken: set[str] = set().union(*claimed.values()) if claimed else set()
@@ -85,8 +92,27 @@ def _upload_order(files: list[UploadFile]) -> Callable[[str], int]:
     return lambda name: order.get(name, len(order))
 
 
+def _is_model(file: UploadFile) -> bool:
+    return file.detection is not None and file.detection.kind == "mesh"
+
+
+class _Reader:
+    """Reads companion documents for names: each file once, all of them within MAX_READ_BYTES."""
+
+    def __init__(self) -> None:
+        self.budget = MAX_READ_BYTES
+        self.seen: set[str] = set()
+
+    def read(self, file: UploadFile, cap: int) -> bytes:
+        if file.name in self.seen or file.size > min(cap, self.budget):
+            return b""
+        self.seen.add(file.name)
+        self.budget -= file.size
+        return file.path.read_bytes()
+
+
 def _references(
-    model: UploadFile, index: FileIndex, by_name: dict[str, UploadFile]
+    model: UploadFile, index: FileIndex, by_name: dict[str, UploadFile], reader: _Reader
 ) -> Iterator[Reference]:
     assert model.detection is not None
     fmt = model.detection.format
@@ -94,11 +120,11 @@ def _references(
         for library in references.obj_libraries(_scan(model.path, references.MTLLIB_LINE)):
             yield library
             found = index.find(library)
-            if found is not None and by_name[found].size <= MAX_COMPANION_BYTES:
-                text = by_name[found].path.read_bytes().decode("utf-8", errors="replace")
-                yield from references.mtl_maps(text)
-    elif fmt == "gltf" and model.size <= MAX_COMPANION_BYTES:
-        yield from references.gltf_document_uris(model.path.read_bytes())
+            if found is not None:
+                text = reader.read(by_name[found], MAX_COMPANION_BYTES)
+                yield from references.mtl_maps(text.decode("utf-8", errors="replace"))
+    elif fmt == "gltf":
+        yield from references.gltf_document_uris(reader.read(model, MAX_JSON_BYTES))
     elif fmt == "glb":
         yield from references.gltf_document_uris(_glb_json(model.path))
     elif fmt == "dae":
@@ -114,7 +140,7 @@ def _scan(path: Path, pattern: re.Pattern[bytes]) -> bytes:
             window = tail + chunk
             found.extend(m.group(0) for m in pattern.finditer(window))
             tail = window[-_OVERLAP:]
-            if len(found) > references.MAX_REFERENCES * 2:
+            if len(found) > references.MAX_REFERENCES * 2:  # each match is at most ~4 KB
                 break
     return b"\n".join(found)
 
@@ -125,4 +151,4 @@ def _glb_json(path: Path) -> bytes:
         if len(header) < 20 or header[:4] != b"glTF" or header[16:20] != b"JSON":
             return b""
         length = int.from_bytes(header[12:16], "little")
-        return file.read(length) if length <= MAX_COMPANION_BYTES else b""
+        return file.read(length) if length <= MAX_JSON_BYTES else b""

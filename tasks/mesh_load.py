@@ -29,6 +29,9 @@ from tasks.imaging import safe_label
 from tasks.references import Reference, Verdict
 from tasks.resolver import UploadResolver, unsafe_reference
 
+MAX_MTL_BYTES = 64 * 1024**2
+"""Only this much of an MTL library is read for its texture names."""
+
 # Kiln format -> trimesh file_type, for the formats trimesh parses
 FILE_TYPES: dict[str, str] = {
     "obj": "obj", "stl": "stl", "ply": "ply", "off": "off", "glb": "glb", "gltf": "glb",
@@ -126,8 +129,9 @@ def _obj_textures(data: bytes, resolver: UploadResolver) -> list[str]:
         found = resolver.find(library.raw)
         if found is None:
             continue
-        path = resolver.directory / found
-        text = path.read_bytes()[: 64 * 1024**2].decode("utf-8", errors="replace")
+        resolver.allow_document(found)
+        with (resolver.directory / found).open("rb") as file:
+            text = file.read(MAX_MTL_BYTES).decode("utf-8", errors="replace")
         maps.extend(references.mtl_maps(text))
     _refuse_unsafe(maps)
     return _unique([_texture_name(m, resolver) for m in maps])

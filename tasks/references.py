@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +17,7 @@ from enum import StrEnum
 MAX_REFERENCES = 1000
 """A model naming more files than this is not scanned further (its extra names stay unresolved)."""
 
-MTLLIB_LINE = re.compile(rb"^[ \t]*mtllib[ \t]+([^\r\n#]+)", re.MULTILINE)
+MTLLIB_LINE = re.compile(rb"^[ \t]*mtllib[ \t]+([^\r\n#]{1,4096})", re.MULTILINE)
 # map statements and their options that take arguments (the file name is what remains at the end)
 _MTL_MAP = re.compile(
     r"^[ \t]*(map_Kd|map_Ka|map_Ks|map_Ke|map_Ns|map_d|map_bump|map_Bump|bump|disp|decal|refl|"
@@ -27,7 +28,8 @@ _MTL_OPTION_ARGS = {
     "-blendu": 1, "-blendv": 1, "-boost": 1, "-mm": 2, "-o": 3, "-s": 3, "-t": 3,
     "-texres": 1, "-clamp": 1, "-bm": 1, "-imfchan": 1, "-type": 1, "-cc": 1,
 }
-COLLADA_INIT_FROM = re.compile(rb"<init_from>\s*([^<]{1,4096}?)\s*</init_from>")
+# no nested quantifiers: a backtracking pattern here would stall the web process (ReDoS)
+COLLADA_INIT_FROM = re.compile(rb"<init_from>([^<]{1,4096})</init_from>")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 
@@ -56,7 +58,8 @@ class Reference:
 
 def classify(raw: str) -> Reference:
     """Judge one reference. Windows `.\\` separators are accepted; `..` never is."""
-    text = raw.strip().strip('"').strip()
+    # names as macOS writes them (NFD) match names as uploads store them (NFC)
+    text = unicodedata.normalize("NFC", raw).strip().strip('"').strip()
     if text.startswith("data:"):
         return Reference(raw, Verdict.DATA)
     scheme = _SCHEME.match(text)
@@ -136,7 +139,7 @@ def collada_images(data: bytes) -> list[Reference]:
 
     found = []
     for match in COLLADA_INIT_FROM.finditer(data):
-        text = unquote(match.group(1).decode("utf-8", errors="replace"))
+        text = unquote(match.group(1).decode("utf-8", errors="replace")).strip()
         if text.startswith("./"):
             text = text[2:]
         if "." not in text.rsplit("/", 1)[-1]:
@@ -170,12 +173,17 @@ class FileIndex:
         self._by_path: dict[str, str] = {}
         self._by_base: dict[str, str] = {}
         for name in names:
-            self._by_path.setdefault(name.lower(), name)
-            self._by_base.setdefault(name.rsplit("/", 1)[-1].lower(), name)
+            key = _key(name)
+            self._by_path.setdefault(key, name)
+            self._by_base.setdefault(key.rsplit("/", 1)[-1], name)
 
     def find(self, reference: Reference) -> str | None:
         """The upload's file a NAME reference means, or None when it is not in the upload."""
         if reference.verdict is not Verdict.NAME:
             return None
-        return self._by_path.get(reference.name.lower()) or self._by_base.get(
-            reference.basename.lower())
+        return self._by_path.get(_key(reference.name)) or self._by_base.get(
+            _key(reference.basename))
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).lower()

@@ -13,11 +13,10 @@ from typing import Any
 from trimesh.resolvers import Resolver
 
 from tasks.errors import TaskError, TooLarge, UnsafeReference
-from tasks.imaging import open_image, safe_label, sniff_image_format
+from tasks.imaging import open_image, safe_label
 from tasks.references import FileIndex, Reference, Verdict, classify
 
 MAX_COMPANION_BYTES = 512 * 1024**2
-_IMAGE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "tga", "tif", "tiff", "webp", "bmp", "gif"})
 
 
 def unsafe_reference(reference: Reference) -> UnsafeReference:
@@ -37,6 +36,7 @@ class UploadResolver(Resolver):
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self.used: list[str] = []
+        self.documents: set[str] = set()
         self.missing: list[str] = []
         self.errors: list[TaskError] = []
 
@@ -53,7 +53,12 @@ class UploadResolver(Resolver):
                 self.missing.append(label)
         return found
 
-    def get(self, name: str) -> bytes:
+    def allow_document(self, name: str) -> None:
+        """Let parsers read `name` (an upload file) as a document, not as an image: an MTL."""
+        self.documents.add(name)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the upload's file `name` names, unchecked (the caller checks them)."""
         found = self.find(name)
         if found is None:
             raise FileNotFoundError("not among the uploaded files")
@@ -61,15 +66,23 @@ class UploadResolver(Resolver):
         if path.stat().st_size > self.max_bytes:
             self._fail(TooLarge(f"The file {safe_label(found)} is too large to read."))
             raise FileNotFoundError("too large")
-        data = path.read_bytes()
-        if found.rsplit(".", 1)[-1].lower() in _IMAGE_SUFFIXES or sniff_image_format(data):
-            try:  # decode it once through the allow-list and pixel cap before the parser sees it
-                open_image(data, self.max_pixels, what=f"texture {safe_label(found)}").close()
-            except TaskError as error:
-                self._fail(error)
-                raise FileNotFoundError("refused") from error
         if found not in self.used:
             self.used.append(found)
+        return path.read_bytes()
+
+    def get(self, name: str) -> bytes:
+        """For parsers: a document allowed by `allow_document`, or else an image, which is
+        decoded once through the allow-list and the pixel cap before the parser sees it
+        (parsers open images with every Pillow plugin)."""
+        data = self.read(name)
+        found = self.find(name)
+        if found in self.documents:
+            return data
+        try:
+            open_image(data, self.max_pixels, what=f"texture {safe_label(str(found))}").close()
+        except TaskError as error:
+            self._fail(error)
+            raise FileNotFoundError("refused") from error
         return data
 
     def _fail(self, error: TaskError) -> None:

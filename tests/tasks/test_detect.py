@@ -334,3 +334,16 @@ def test_detection_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_zip64_records_cannot_hide_a_huge_central_directory(tmp_path: Path) -> None:
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr("model.obj", b"v 0 0 0\n")
+        for i in range(70_000):  # more than a classic end record can count: zipfile writes ZIP64
+            archive.writestr(f"part-{i}.txt", b"")
+    raw = bytearray(path.read_bytes())
+    end = raw.rfind(b"PK\x05\x06")
+    struct.pack_into("<HHI", raw, end + 8, 1, 1, 100)  # the classic record lies: 1 entry
+    path.write_bytes(bytes(raw))
+    assert sniff(path) is None

@@ -134,3 +134,61 @@ def test_stored_names_are_unique_safe_and_short() -> None:
     assert names[:4] == ["a.png", "A (2).PNG", "passwd", "upload"]
     assert len(names[4].encode()) <= 180 and names[4].endswith(".obj")
     assert names[5] == "b.png"
+
+
+def test_long_clashing_names_stay_unique_and_short() -> None:
+    long = "a" * 200 + ".obj"
+    names = stored_names([long, long, long])
+    assert len(set(names)) == 3
+    assert all(len(n.encode()) <= 180 and n.endswith(".obj") for n in names)
+    assert names[1].endswith(" (2).obj")
+
+
+@pytest.mark.timeout(10)
+def test_collada_image_scan_has_no_catastrophic_backtracking() -> None:
+    from tasks.references import collada_images
+
+    hostile = (b"<init_from>" + b" " * 4000) * 8
+    assert collada_images(hostile) == []
+    assert [r.name for r in collada_images(b"<init_from> ./a b.png </init_from>")] == ["a b.png"]
+
+
+def test_models_are_never_each_others_companions(tmp_path: Path) -> None:
+    a = json.dumps({"asset": {"version": "2.0"}, "buffers": [{"uri": "b.gltf"}]}).encode()
+    b = json.dumps({"asset": {"version": "2.0"}, "buffers": [{"uri": "a.gltf"}]}).encode()
+    obj = b"mtllib box.obj\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    groups, refused = plan(_upload(tmp_path, {"a.gltf": a, "b.gltf": b, "x.obj": obj,
+                                              "box.obj": corpus("OBJ/box.obj")}))
+    assert refused == []
+    assert [g.files for g in groups] == [("a.gltf",), ("b.gltf",), ("x.obj",), ("box.obj",)]
+
+
+def test_each_mtl_is_read_once_however_it_is_spelled(tmp_path: Path) -> None:
+    spellings = "".join(f"mtllib {'./' * i}m.mtl\n" for i in range(1, 40))
+    files: dict[str, Path | bytes] = {
+        "m.obj": spellings.encode() + b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",
+        "m.mtl": b"newmtl a\nmap_Kd skin.png\n", "skin.png": corpus("OBJ/SpiderTex.jpg")}
+    uploaded = _upload(tmp_path, files)
+    opened: list[str] = []
+    original = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        opened.append(path.name)
+        return original(path)
+
+    Path.read_bytes = counting  # type: ignore[method-assign]
+    try:
+        groups, _ = plan(uploaded)
+    finally:
+        Path.read_bytes = original  # type: ignore[method-assign]
+    assert groups[0].files == ("m.obj", "m.mtl", "skin.png")
+    assert opened.count(uploaded[1].path.name) == 1
+
+
+def test_names_written_in_another_unicode_form_still_match(tmp_path: Path) -> None:
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "café.mtl")
+    obj = f"mtllib {nfd}\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n".encode()
+    groups, refused = plan(_upload(tmp_path, {"m.obj": obj, "café.mtl": b"newmtl a\n"}))
+    assert refused == [] and groups[0].files == ("m.obj", "café.mtl")

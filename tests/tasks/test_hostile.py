@@ -194,3 +194,23 @@ def test_a_good_zip_with_one_model_and_its_files_loads(tmp_path: Path) -> None:
     assert (stats["format"], stats["faces"]) == ("obj", 1368)
     assert sorted(stats["missing_textures"]) == ["engineflare1.jpg", "wal67ar_small.jpg",
                                                  "wal69ar_small.jpg"]
+
+
+def test_a_texture_in_a_format_outside_the_allow_list_is_refused(upload_dir: Path) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(buffer, format="PCX")
+    files = {"model.obj": b"mtllib model.mtl\nusemtl skin\nvt 0 0\n" + TRIANGLE,
+             "model.mtl": b"newmtl skin\nmap_Kd skin.pcx\n", "skin.pcx": buffer.getvalue()}
+    assert run(upload_dir, files, "obj").code == "corrupt_file"
+
+
+@pytest.mark.parametrize("tree", [
+    {"asset": {"version": "2.0"}, "buffers": [5]},
+    {"asset": {"version": "2.0"}, "bufferViews": {}, "images": [{"uri": "data:;base64,AA=="}]},
+    {"asset": {"version": "2.0"}, "bufferViews": [[1]], "images": [{"bufferView": 0}]},
+    {"asset": {"version": "2.0"}, "images": "none", "meshes": 3},
+])
+def test_gltf_json_of_the_wrong_shape_is_corrupt(upload_dir: Path, tree: dict[str, Any]) -> None:
+    assert run(upload_dir, {"m.gltf": json.dumps(tree).encode()}, "gltf").code == "corrupt_file"
