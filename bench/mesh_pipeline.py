@@ -11,8 +11,10 @@ Measured per child:
   - work s:    seconds inside the child from just before the model is opened to the end (imports
                and interpreter start-up excluded: a Kiln pool child has them loaded already)
   - process s: wall seconds of the whole child process, as the parent sees it
-  - peak RSS:  `ru_maxrss` of that one child, from `os.wait4(pid)` (Linux: kB; the child's own
-               peak; Xvfb is started by this script, not by the child, so it is not counted)
+  - peak RSS:  `ru_maxrss` of that one child, from `os.wait4(pid)` (Linux: kB). A child's figure
+               never falls below its parent's own peak (exec keeps the old high-water mark), so
+               the models are generated in children too and this process stays small; it prints
+               its own peak as that floor. Xvfb is not the child's descendant: not counted.
 
 `save_image` needs an OpenGL context: the naive side runs under an Xvfb display this script
 starts (Mesa llvmpipe software GL) with pyglet<2 put on its PYTHONPATH by `--pyglet-path` (never
@@ -27,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -93,7 +96,7 @@ def displaced_torus(
     ua, ub, uc, ud = i * span + j, (i + 1) * span + j, (i + 1) * span + j + 1, i * span + j + 1
     uv_faces = np.concatenate([np.stack([ua, uc, ub], 1), np.stack([ua, ud, uc], 1)])
     gu, gv = np.meshgrid(np.arange(ring + 1) / ring, np.arange(tube + 1) / tube, indexing="ij")
-    uv = np.stack([gu.reshape(-1) * 4 % 4, gv.reshape(-1)], axis=-1)  # texture repeats 4x
+    uv = np.stack([gu.reshape(-1) * 4, gv.reshape(-1)], axis=-1)  # the texture repeats 4x
     normals = _vertex_normals(positions, position_faces)
     return positions, uv, normals, position_faces, uv_faces
 
@@ -247,9 +250,15 @@ def main() -> int:
                         help="a directory holding pyglet<2 (pip install --target DIR 'pyglet<2')")
     parser.add_argument("--kiln-child", nargs=3, metavar=("DIR", "MAIN", "FORMAT"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--generate", nargs=2, metavar=("DIR", "FORMAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.kiln_child:
         kiln_child(Path(args.kiln_child[0]), args.kiln_child[1], args.kiln_child[2])
+        return 0
+    if args.generate:
+        path = (write_obj if args.generate[1] == "obj" else write_glb)(
+            Path(args.generate[0]), args.faces)
+        print(json.dumps({"name": path.name}))
         return 0
 
     python = sys.executable
@@ -273,10 +282,15 @@ def main() -> int:
                 directory.mkdir()
                 print(f"generating {fmt.upper()} ({args.faces:,} faces)...", file=sys.stderr,
                       flush=True)
-                began = time.perf_counter()
-                path = (write_obj if fmt == "obj" else write_glb)(directory, args.faces)
+                # in a child: a child's ru_maxrss starts at its parent's peak (vfork + exec
+                # keeps the parent's high-water mark), so this process must stay small
+                made = run_child([python, __file__, "--generate", str(directory), fmt,
+                                  "--faces", str(args.faces)])
+                if "name" not in made:
+                    raise SystemExit(f"generating the {fmt} model failed: {made['error']}")
+                path = directory / made["name"]
                 print(f"  {path.name}: {path.stat().st_size / 2**20:.1f} MB in "
-                      f"{time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+                      f"{made['process_s']:.1f} s", file=sys.stderr, flush=True)
                 for run in range(1, args.repeat + 1):
                     print(f"  [{fmt} {run}/{args.repeat}] kiln: tasks.mesh.process ...",
                           file=sys.stderr, flush=True)
@@ -291,7 +305,9 @@ def main() -> int:
         if xvfb is not None:
             xvfb.terminate()
             xvfb.wait()
-    print(f"load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    print(f"load average after: {os.getloadavg()[0]:.2f}; this process's own peak RSS (a floor "
+          f"under every child's): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
+          " MB", file=sys.stderr)
     print_table(rows)
     return 0
 
