@@ -37,5 +37,10 @@ def _unzipped_set(payload: Payload, progress: Progress) -> dict[str, Any]:
         found = "no texture set" if not sets else f"{len(sets)} texture sets"
         raise UnsupportedFormat(f"The zip archive must hold exactly one texture set; it holds "
                                 f"{found}.")
+    folders = {name.rpartition("/")[0] for name in sets[0].maps.values()}
+    if len(folders) != 1:
+        raise UnsupportedFormat("The maps of the texture set must sit in one folder of the zip.")
+    folder = directory.joinpath(*folders.pop().split("/"))  # a name the unpacker checked
     progress("unpack", 1.0)
-    return {**payload, "files_dir": str(directory), "files": sorted(sets[0].maps.values())}
+    return {**payload, "files_dir": str(folder),
+            "files": sorted(name.rpartition("/")[2] for name in sets[0].maps.values())}
