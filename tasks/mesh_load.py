@@ -26,6 +26,7 @@ from tasks.detect import sniff
 from tasks.errors import CorruptFile, NoGeometry, TaskError, TooLarge, UnsupportedFormat
 from tasks.headers import check_declared_counts
 from tasks.imaging import safe_label
+from tasks.obj_fast import load_plain_obj
 from tasks.references import Reference, Verdict
 from tasks.resolver import UploadResolver, unsafe_reference
 
@@ -95,7 +96,9 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
         textures = _collada_textures(data, resolver)
     elif source.format == "3mf":
         _check_3mf(source.path, archive_limits)
-    scene = _parse(data, source.format, resolver)
+    scene = load_plain_obj(data, resolver) if source.format == "obj" else None
+    if scene is None:
+        scene = _parse(data, source.format, resolver)
     resolver.check()
     textures = _unique(textures)
     missing = [t for t in textures if t in resolver.missing]

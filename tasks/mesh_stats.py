@@ -61,7 +61,7 @@ def _measure(
     watertight = bool(model.is_watertight)
     closed = watertight and bool(model.is_winding_consistent)
     area = float(model.area)
-    volume = abs(float(model.volume)) if closed else None
+    volume = _volume(model) if closed else None
     if not np.isfinite([*low, *high, area, volume or 0.0]).all():
         raise CorruptFile("The model's coordinates are too large to measure.")
     stats = {
@@ -148,3 +148,8 @@ def display_name(name: str) -> str:
     return printable[:MAX_NAME_CHARS]
 
 
+def _volume(model: trimesh.Trimesh) -> float:
+    """The enclosed volume by the divergence theorem: a sixth of the summed triple products
+    (one vectorised pass; trimesh's mass properties compute much more than this)."""
+    a, b, c = (model.vertices[model.faces[:, i]] for i in range(3))
+    return abs(float(np.einsum("ij,ij->", a, np.cross(b, c)))) / 6.0

@@ -82,13 +82,26 @@ def classify(raw: str) -> Reference:
 def obj_libraries(data: bytes) -> list[Reference]:
     """The MTL libraries an OBJ names (`mtllib a.mtl b.mtl`; names with spaces are one name)."""
     found: list[Reference] = []
-    for match in MTLLIB_LINE.finditer(data):
-        line = match.group(1).decode("utf-8", errors="replace").strip()
+    for line in _mtllib_lines(data):
         names = [line] if line.lower().count(".mtl") <= 1 else line.split()
         found.extend(classify(n) for n in names if n)
         if len(found) >= MAX_REFERENCES:
             break
     return _unique(found)
+
+
+def _mtllib_lines(data: bytes) -> Iterator[str]:
+    """The arguments of `mtllib` statements, found with bytes.find: a MULTILINE regex would try
+    every line of a huge OBJ."""
+    position = data.find(b"mtllib")
+    while position >= 0:
+        start = data.rfind(b"\n", 0, position) + 1
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end
+        match = MTLLIB_LINE.match(data, start, min(end, start + 8192))
+        if match:
+            yield match.group(1).decode("utf-8", errors="replace").split("#", 1)[0].strip()
+        position = data.find(b"mtllib", end)
 
 
 def mtl_maps(text: str) -> list[Reference]:

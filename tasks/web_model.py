@@ -38,10 +38,13 @@ def write_lods(welded: trimesh.Trimesh, directory: Path, progress: Progress, *,
     artifacts, summary = [], []
     points = np.asarray(welded.vertices, dtype=np.float32)
     triangles = np.asarray(welded.faces, dtype=np.int32)
+    kept = 1.0
     for level, ratio in enumerate(ratios, start=1):
         progress("lods", (level - 1) / len(ratios))
+        # each level is simplified from the one before: the same result for a fraction of the work
         simplified_points, simplified_faces = fast_simplification.simplify(
-            points, triangles, target_reduction=1.0 - ratio)
+            points, triangles, target_reduction=max(0.0, 1.0 - ratio / kept))
+        points, triangles, kept = simplified_points, simplified_faces, ratio
         lod = trimesh.Trimesh(vertices=simplified_points, faces=simplified_faces, process=False)
         name = f"model-lod{level}.glb"
         artifacts.append(write_glb(trimesh.Scene(lod), directory / name))
