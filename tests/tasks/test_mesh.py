@@ -330,3 +330,25 @@ def test_unparsable_glb_is_corrupt(tmp_path: Path) -> None:
 def test_gltf_that_is_not_json_is_corrupt(tmp_path: Path) -> None:
     data = b'{"asset": {"version": "2.0"},'
     assert fail(tmp_path, {"x.gltf": data}, "gltf").code == "corrupt_file"
+
+
+def test_draco_compressed_glb_goes_through_the_whole_pipeline(tmp_path: Path) -> None:
+    from tasks.draco import pack_glb
+    from tests.tasks.test_draco import draco_tree
+
+    tree, buffers = draco_tree()
+    result, _ = run(tmp_path, {"draco.glb": pack_glb(tree, buffers)}, "glb", full=True,
+                    turntable_frames=0)
+    stats = result["stats"]
+    assert (stats["faces"], stats["watertight"]) == (320, True)  # an icosphere, decoded
+    assert stats["area"] > 0 and "model.glb" in {a["name"] for a in result["artifacts"]}
+
+
+def test_damaged_draco_data_fails_with_a_code(tmp_path: Path) -> None:
+    from tasks.draco import pack_glb
+    from tests.tasks.test_draco import draco_tree
+
+    tree, buffers = draco_tree()
+    damaged = [bytes(len(b)) for b in buffers]  # the compressed bytes zeroed
+    error = fail(tmp_path, {"draco.glb": pack_glb(tree, damaged)}, "glb")
+    assert error.code == "corrupt_file" and "Draco" in error.message
