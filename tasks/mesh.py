@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import fast_simplification
 import numpy as np
 import trimesh
 from numpy.typing import NDArray
@@ -29,7 +30,9 @@ TURNTABLE_FRAME_SIZE = 256
 TURNTABLE_COLUMNS = 6
 MAX_FACES = 20_000_000
 TURNTABLE_MAX_FACES = 300_000
-"""Above this many faces the turntable is drawn from the 10% LOD: 256 px frames show no more."""
+"""Above this many faces the turntable is drawn from a simplified copy: 256 px frames show no
+more detail than TURNTABLE_FACES give."""
+TURNTABLE_FACES = 60_000
 TEXTURE_PREVIEW_SIZE = 1024
 """Textures are shrunk to this for drawing: thumbnails need no more detail."""
 
@@ -72,12 +75,13 @@ def process(payload: Payload, progress: Progress) -> Result:
     frame_size = int(limits.get("turntable_frame_size", TURNTABLE_FRAME_SIZE))
     if frames > 0:
         drawn = parts
-        if faces > TURNTABLE_MAX_FACES and lod_artifacts:
+        if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lod_artifacts:
             drawn = [_lod_surface(artifacts_dir / lod_artifacts[-1]["name"])]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
                                   columns=TURNTABLE_COLUMNS)
         artifacts.append(_save_png(sprite, artifacts_dir / "turntable.png"))
-        stats["turntable"] = turntable_layout(frames, frame_size, TURNTABLE_COLUMNS)
+        stats["turntable"] = {**turntable_layout(frames, frame_size, TURNTABLE_COLUMNS),
+                              "faces": sum(len(part.faces) for part in drawn)}
     progress("turntable", 1.0)
     return {"stats": stats, "artifacts": artifacts}
 
@@ -162,11 +166,17 @@ def _texture_array(image: Image.Image) -> NDArray[np.uint8]:
 
 
 def _lod_surface(path: Path) -> Surface:
+    """The smallest LOD, simplified further to TURNTABLE_FACES when it is bigger."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mesh = trimesh.load_mesh(path, file_type="glb", process=False)
-    return Surface(vertices=np.asarray(mesh.vertices, dtype=np.float64),
-                   faces=np.asarray(mesh.faces, dtype=np.int64))
+    points = np.asarray(mesh.vertices, dtype=np.float32)
+    faces = np.asarray(mesh.faces, dtype=np.int32)
+    if len(faces) > TURNTABLE_FACES:
+        points, faces = fast_simplification.simplify(
+            points, faces, target_reduction=1.0 - TURNTABLE_FACES / len(faces))
+    return Surface(vertices=np.asarray(points, dtype=np.float64),
+                   faces=np.asarray(faces, dtype=np.int64))
 
 
 def _save_png(image: Image.Image, target: Path) -> dict[str, Any]:

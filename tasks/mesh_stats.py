@@ -17,7 +17,7 @@ from tasks.progress import Progress
 
 MAX_MATERIALS = 256
 MAX_NAME_CHARS = 120
-_USEMTL = re.compile(rb"^[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
+_USEMTL = re.compile(rb"[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
 
 
 @dataclass
@@ -127,7 +127,7 @@ def mesh_instances(
 def material_names(scene: trimesh.Scene, data: bytes, fmt: str) -> list[str]:
     names: list[str] = []
     if fmt == "obj":  # without its MTL file trimesh forgets the names: read `usemtl` itself
-        raw = (m.decode("utf-8", errors="replace") for m in _USEMTL.findall(data))
+        raw = _usemtl_names(data)
     elif fmt in ("glb", "gltf", "dae", "3mf"):
         materials = (getattr(g.visual, "material", None) for _, g in mesh_instances(scene))
         raw = (m.name for m in materials if m is not None and isinstance(m.name, str))
@@ -153,3 +153,17 @@ def _volume(model: trimesh.Trimesh) -> float:
     (one vectorised pass; trimesh's mass properties compute much more than this)."""
     a, b, c = (model.vertices[model.faces[:, i]] for i in range(3))
     return abs(float(np.einsum("ij,ij->", a, np.cross(b, c)))) / 6.0
+
+
+def _usemtl_names(data: bytes) -> Iterator[str]:
+    """The names of `usemtl` statements, found with bytes.find (a MULTILINE regex would try
+    every line of a huge OBJ)."""
+    position = data.find(b"usemtl")
+    while position >= 0:
+        start = data.rfind(b"\n", 0, position) + 1
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end
+        match = _USEMTL.match(data, start, min(end, start + 4096))
+        if match:
+            yield match.group(1).decode("utf-8", errors="replace")
+        position = data.find(b"usemtl", end)

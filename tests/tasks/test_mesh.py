@@ -352,3 +352,14 @@ def test_damaged_draco_data_fails_with_a_code(tmp_path: Path) -> None:
     damaged = [bytes(len(b)) for b in buffers]  # the compressed bytes zeroed
     error = fail(tmp_path, {"draco.glb": pack_glb(tree, damaged)}, "glb")
     assert error.code == "corrupt_file" and "Draco" in error.message
+
+
+def test_a_big_model_turns_on_its_table_simplified(tmp_path: Path) -> None:
+    from tasks import mesh
+
+    files: Files = {"engine.glb": "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"}
+    result, _ = run(tmp_path, files, "glb", full=True, turntable_max_faces=50_000)
+    drawn = result["stats"]["turntable"]["faces"]
+    assert drawn <= mesh.TURNTABLE_FACES and drawn <= result["stats"]["lods"][-1]["faces"]
+    small, _ = run(tmp_path / "small", {"box.obj": "OBJ/box.obj"}, "obj", full=True)
+    assert small["stats"]["turntable"]["faces"] == 12  # small models are drawn as they are
