@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from tasks.errors import CorruptFile, NoGeometry
 from tasks.mesh_load import LoadedModel
 from tasks.progress import Progress
+from tasks.topology import surface_facts
 
 MAX_MATERIALS = 256
 MAX_NAME_CHARS = 120
@@ -58,10 +59,9 @@ def _measure(
     model = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
     progress("analyse", 0.75)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    watertight = bool(model.is_watertight)
-    closed = watertight and bool(model.is_winding_consistent)
-    area = float(model.area)
-    volume = _volume(model) if closed else None
+    facts = surface_facts(np.asarray(model.vertices, dtype=np.float64),
+                          np.asarray(model.faces, dtype=np.int64))
+    area, volume = facts.area, facts.volume
     if not np.isfinite([*low, *high, area, volume or 0.0]).all():
         raise CorruptFile("The model's coordinates are too large to measure.")
     stats = {
@@ -71,9 +71,9 @@ def _measure(
         "bounds": [low.tolist(), high.tolist()],
         "size": (high - low).tolist(),
         "area": area,
-        "watertight": watertight,
+        "watertight": facts.watertight,
         "volume": volume,
-        "bodies": int(model.body_count),
+        "bodies": facts.bodies,
     }
     progress("analyse", 1.0)
     return stats, model
@@ -146,13 +146,6 @@ def display_name(name: str) -> str:
     """A name taken from the file, made safe to show: printable and short."""
     printable = "".join(c for c in name if c.isprintable()).strip()
     return printable[:MAX_NAME_CHARS]
-
-
-def _volume(model: trimesh.Trimesh) -> float:
-    """The enclosed volume by the divergence theorem: a sixth of the summed triple products
-    (one vectorised pass; trimesh's mass properties compute much more than this)."""
-    a, b, c = (model.vertices[model.faces[:, i]] for i in range(3))
-    return abs(float(np.einsum("ij,ij->", a, np.cross(b, c)))) / 6.0
 
 
 def _usemtl_names(data: bytes) -> Iterator[str]:

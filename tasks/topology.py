@@ -1,0 +1,57 @@
+"""Surface facts of a welded triangle mesh in one pass over its faces and one sort of its edges:
+area, watertightness, consistent winding, enclosed volume and connected bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass(frozen=True)
+class SurfaceFacts:
+    area: float
+    watertight: bool  # every edge is shared by exactly two faces
+    winding_consistent: bool  # ... and the two faces run along it in opposite directions
+    volume: float | None  # only for a closed surface, where it means something
+    bodies: int  # connected groups of vertices (as trimesh's body_count counts them)
+
+
+def surface_facts(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> SurfaceFacts:
+    """The facts of the mesh (vertices already welded: topology is about shared indices)."""
+    a = vertices[faces[:, 0]]
+    normals = np.cross(vertices[faces[:, 1]] - a, vertices[faces[:, 2]] - a)
+    area = 0.5 * float(np.sqrt(np.einsum("ij,ij->i", normals, normals)).sum())
+    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    watertight, winding = _closed(edges, len(vertices))
+    volume = None
+    if watertight and winding:
+        # divergence theorem: a·((b−a)×(c−a)) = a·(b×c), so the area's cross products serve
+        volume = abs(float(np.einsum("ij,ij->", a, normals))) / 6.0
+    return SurfaceFacts(area, watertight, winding, volume, _bodies(edges, len(vertices)))
+
+
+def _closed(edges: NDArray[np.int64], vertex_count: int) -> tuple[bool, bool]:
+    low = np.minimum(edges[:, 0], edges[:, 1])
+    high = np.maximum(edges[:, 0], edges[:, 1])
+    key = low * np.int64(vertex_count) + high
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    if len(ordered) % 2:
+        return False, False
+    pairs = ordered[0::2] == ordered[1::2]
+    distinct = ordered[2::2] != ordered[1:-1:2]  # no edge shared by more than two faces
+    if not (pairs.all() and distinct.all()):
+        return False, False
+    first, second = edges[order[0::2]], edges[order[1::2]]
+    return True, bool((first[:, 0] == second[:, 1]).all())
+
+
+def _bodies(edges: NDArray[np.int64], vertex_count: int) -> int:
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(vertex_count, vertex_count))
+    count, _ = connected_components(graph, directed=False)
+    return int(count)

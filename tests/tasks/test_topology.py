@@ -1,0 +1,40 @@
+"""Surface facts agree with trimesh's own answers on closed, open, flipped, split and
+non-manifold meshes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from tasks.topology import surface_facts
+from tests.conftest import corpus
+
+
+def _cases() -> dict[str, trimesh.Trimesh]:
+    box = trimesh.creation.box()
+    flipped = box.copy()
+    flipped.faces[0] = flipped.faces[0][::-1]
+    opened = trimesh.Trimesh(box.vertices, box.faces[1:], process=False)
+    two = trimesh.util.concatenate([box, trimesh.creation.box().apply_translation([5, 0, 0])])
+    fin = trimesh.Trimesh(np.vstack([box.vertices, [[0, 0, 3]]]),
+                          np.vstack([box.faces, [[0, 1, 8]]]), process=False)
+    sphere = trimesh.load_mesh(corpus("STL/sphereWithHole.stl"))
+    torus = trimesh.creation.torus(major_radius=2, minor_radius=0.5)
+    return {"box": box, "flipped": flipped, "open": opened, "two": two, "fin": fin,
+            "sphere with a hole": sphere, "torus": torus}
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_facts_match_trimesh(name: str) -> None:
+    mesh = _cases()[name]
+    facts = surface_facts(np.asarray(mesh.vertices, dtype=np.float64),
+                          np.asarray(mesh.faces, dtype=np.int64))
+    assert facts.area == pytest.approx(mesh.area)
+    assert facts.watertight is bool(mesh.is_watertight)
+    closed = bool(mesh.is_watertight and mesh.is_winding_consistent)
+    assert facts.winding_consistent is closed or not facts.watertight
+    assert (facts.volume is not None) is closed
+    if closed:
+        assert facts.volume == pytest.approx(abs(mesh.volume))
+    assert facts.bodies == mesh.body_count
