@@ -38,7 +38,7 @@ def _closed(edges: NDArray[np.int64], vertex_count: int) -> tuple[bool, bool]:
     low = np.minimum(edges[:, 0], edges[:, 1])
     high = np.maximum(edges[:, 0], edges[:, 1])
     key = low * np.int64(vertex_count) + high
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     ordered = key[order]
     if len(ordered) % 2:
         return False, False
