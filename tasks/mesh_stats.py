@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from tasks.errors import CorruptFile, NoGeometry
 from tasks.mesh_load import LoadedModel
 from tasks.progress import Progress
+from tasks.references import statements
 from tasks.topology import surface_facts
 
 MAX_MATERIALS = 256
@@ -127,7 +128,7 @@ def mesh_instances(
 def material_names(scene: trimesh.Scene, data: bytes, fmt: str) -> list[str]:
     names: list[str] = []
     if fmt == "obj":  # without its MTL file trimesh forgets the names: read `usemtl` itself
-        raw = _usemtl_names(data)
+        raw = statements(data, b"usemtl", _USEMTL)
     elif fmt in ("glb", "gltf", "dae", "3mf"):
         materials = (getattr(g.visual, "material", None) for _, g in mesh_instances(scene))
         raw = (m.name for m in materials if m is not None and isinstance(m.name, str))
@@ -146,17 +147,3 @@ def display_name(name: str) -> str:
     """A name taken from the file, made safe to show: printable and short."""
     printable = "".join(c for c in name if c.isprintable()).strip()
     return printable[:MAX_NAME_CHARS]
-
-
-def _usemtl_names(data: bytes) -> Iterator[str]:
-    """The names of `usemtl` statements, found with bytes.find (a MULTILINE regex would try
-    every line of a huge OBJ)."""
-    position = data.find(b"usemtl")
-    while position >= 0:
-        start = data.rfind(b"\n", 0, position) + 1
-        end = data.find(b"\n", position)
-        end = len(data) if end < 0 else end
-        match = _USEMTL.match(data, start, min(end, start + 4096))
-        if match:
-            yield match.group(1).decode("utf-8", errors="replace")
-        position = data.find(b"usemtl", end)

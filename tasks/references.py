@@ -82,7 +82,8 @@ def classify(raw: str) -> Reference:
 def obj_libraries(data: bytes) -> list[Reference]:
     """The MTL libraries an OBJ names (`mtllib a.mtl b.mtl`; names with spaces are one name)."""
     found: list[Reference] = []
-    for line in _mtllib_lines(data):
+    for statement in statements(data, b"mtllib", MTLLIB_LINE):
+        line = statement.split("#", 1)[0].strip()
         names = [line] if line.lower().count(".mtl") <= 1 else line.split()
         found.extend(classify(n) for n in names if n)
         if len(found) >= MAX_REFERENCES:
@@ -90,18 +91,18 @@ def obj_libraries(data: bytes) -> list[Reference]:
     return _unique(found)
 
 
-def _mtllib_lines(data: bytes) -> Iterator[str]:
-    """The arguments of `mtllib` statements, found with bytes.find: a MULTILINE regex would try
-    every line of a huge OBJ."""
-    position = data.find(b"mtllib")
+def statements(data: bytes, keyword: bytes, pattern: re.Pattern[bytes]) -> Iterator[str]:
+    """Group 1 of `pattern` matched at the start of every line holding `keyword`, found with
+    bytes.find: a MULTILINE regex would try every line of a huge OBJ."""
+    position = data.find(keyword)
     while position >= 0:
         start = data.rfind(b"\n", 0, position) + 1
         end = data.find(b"\n", position)
         end = len(data) if end < 0 else end
-        match = MTLLIB_LINE.match(data, start, min(end, start + 8192))
+        match = pattern.match(data, start, min(end, start + 8192))
         if match:
-            yield match.group(1).decode("utf-8", errors="replace").split("#", 1)[0].strip()
-        position = data.find(b"mtllib", end)
+            yield match.group(1).decode("utf-8", errors="replace")
+        position = data.find(keyword, end)
 
 
 def mtl_maps(text: str) -> list[Reference]:

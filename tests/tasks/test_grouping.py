@@ -163,7 +163,8 @@ def test_models_are_never_each_others_companions(tmp_path: Path) -> None:
     assert [g.files for g in groups] == [("a.gltf",), ("b.gltf",), ("x.obj",), ("box.obj",)]
 
 
-def test_each_mtl_is_read_once_however_it_is_spelled(tmp_path: Path) -> None:
+def test_each_mtl_is_read_once_however_it_is_spelled(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     spellings = "".join(f"mtllib {'./' * i}m.mtl\n" for i in range(1, 40))
     files: dict[str, Path | bytes] = {
         "m.obj": spellings.encode() + b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",
@@ -176,11 +177,9 @@ def test_each_mtl_is_read_once_however_it_is_spelled(tmp_path: Path) -> None:
         opened.append(path.name)
         return original(path)
 
-    Path.read_bytes = counting  # type: ignore[method-assign]
-    try:
-        groups, _ = plan(uploaded)
-    finally:
-        Path.read_bytes = original  # type: ignore[method-assign]
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    groups, _ = plan(uploaded)
+    monkeypatch.undo()
     assert groups[0].files == ("m.obj", "m.mtl", "skin.png")
     assert opened.count(uploaded[1].path.name) == 1
 
