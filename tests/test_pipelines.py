@@ -122,3 +122,27 @@ async def test_zip_bomb_upload_fails_with_a_code(live_server: LiveServer,
         await stream.aclose()
     final = _final(events, task["task_id"])
     assert final["state"] == "FAILURE" and final["error"]["code"] == "archive_rejected"
+
+
+async def test_every_model_format_succeeds_in_the_real_child_pool(live_server: LiveServer,
+                                                                  redis_url: str) -> None:
+    files = ["FBX/spider.fbx", "FBX/embedded_ascii/box.FBX", "3MF/box.3mf",
+             "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "STL/sphereWithHole.stl",
+             "PLY/cube_binary.ply", "OBJ/WusonOBJ.obj"]
+    await add_user(redis_url, "carol")
+    async with KilnClient(live_server.url) as client:
+        await client.login("carol", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        response = await client.upload(*[corpus(f) for f in files],
+                                        corpus("invalid/OutOfMemory.off"))
+        assert response.status_code == 202, response.text
+        tasks = {t["filename"]: t["task_id"] for t in response.json()["tasks"]}
+        events = await collect(stream, terminal_for(list(tasks.values())), timeout=180)
+        await stream.aclose()
+    for name in (f.rsplit("/", 1)[-1] for f in files):
+        final = _final(events, tasks[name])
+        assert final["state"] == "SUCCESS", (name, final.get("error"))
+        assert "thumbnail.png" in {a["name"] for a in final["artifacts"]}
+    broken = _final(events, tasks["OutOfMemory.off"])
+    assert (broken["state"], broken["error"]["code"]) == ("FAILURE", "corrupt_file")
