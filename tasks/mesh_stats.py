@@ -15,7 +15,7 @@ from tasks.errors import CorruptFile, NoGeometry
 from tasks.mesh_load import LoadedModel
 from tasks.progress import Progress
 from tasks.references import statements
-from tasks.topology import surface_facts
+from tasks.topology import surface_facts, weld
 
 MAX_MATERIALS = 256
 MAX_NAME_CHARS = 120
@@ -57,11 +57,15 @@ def _measure(
     progress("analyse", 0.0)
     vertices, faces = _place(instances, progress)
     # topology is about positions: weld the seams that UVs, normals and materials split apart
-    model = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+    welded = weld(vertices, faces)
+    if welded is None:
+        merged = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+        welded = (np.asarray(merged.vertices, dtype=np.float64),
+                  np.asarray(merged.faces, dtype=np.int64))
+    model = trimesh.Trimesh(vertices=welded[0], faces=welded[1], process=False)
     progress("analyse", 0.75)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    facts = surface_facts(np.asarray(model.vertices, dtype=np.float64),
-                          np.asarray(model.faces, dtype=np.int64))
+    facts = surface_facts(*welded)
     area, volume = facts.area, facts.volume
     if not np.isfinite([*low, *high, area, volume or 0.0]).all():
         raise CorruptFile("The model's coordinates are too large to measure.")

@@ -38,3 +38,33 @@ def test_facts_match_trimesh(name: str) -> None:
     if closed:
         assert facts.volume == pytest.approx(abs(mesh.volume))
     assert facts.bodies == mesh.body_count
+
+
+@pytest.mark.parametrize("relative", ["OBJ/spider.obj", "STL/Spider_binary.stl",
+                                      "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"])
+def test_weld_matches_trimesh_merge(relative: str) -> None:
+    from tasks.topology import weld
+
+    scene = trimesh.load_scene(corpus(relative), process=False)
+    mesh = scene.to_mesh()  # every placed mesh, seams and all
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    welded = weld(vertices, faces)
+    assert welded is not None
+    merged = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+    assert len(welded[0]) == len(merged.vertices) < len(vertices)
+    ours = surface_facts(*welded)
+    assert ours.bodies == merged.body_count
+    assert ours.watertight is bool(merged.is_watertight)
+    # the same triangles, by position
+    assert np.allclose(np.sort(welded[0][welded[1]].reshape(-1, 9), axis=0),
+                       np.sort(merged.vertices[merged.faces].reshape(-1, 9), axis=0))
+
+
+def test_a_hash_collision_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import topology
+
+    zero = np.uint64(0)
+    monkeypatch.setattr(topology, "_MIX", (zero, zero, zero))  # every position hashes alike
+    box = trimesh.creation.box()
+    assert topology.weld(np.asarray(box.vertices), np.asarray(box.faces, dtype=np.int64)) is None
