@@ -25,11 +25,16 @@ def weld(vertices: NDArray[np.float64], faces: NDArray[np.int64]
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
     if not np.array_equal(rounded[first][inverse], rounded):
         return None
-    renumbered = inverse.reshape(-1)[faces]
-    used = np.unique(renumbered)  # positions only unreferenced vertices had are dropped
-    compact = np.full(len(first), -1, dtype=np.int64)
-    compact[used] = np.arange(len(used))
-    return vertices[first[used]], compact[renumbered]
+    # number the welded vertices in the order they first appear, as the file had them: the
+    # edge sort and every gather below run several times faster on that locality
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    renumbered = rank[inverse.reshape(-1)][faces]
+    used = np.zeros(len(order), dtype=bool)
+    used[renumbered] = True  # positions only unreferenced vertices had are dropped
+    compact = np.cumsum(used) - 1
+    return vertices[first[order][used]], compact[renumbered]
 
 
 @dataclass(frozen=True)
