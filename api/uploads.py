@@ -25,11 +25,14 @@ _COMPANIONS = {
 }
 
 
-def _inspect(received: list[ReceivedFile]) -> tuple[list[Group], list[UploadFile]]:
+def _inspect(
+    received: list[ReceivedFile],
+) -> tuple[dict[str, ReceivedFile], list[Group], list[UploadFile]]:
+    """The received files by stored name, the tasks to create, and the files refused."""
     names = stored_names([f.filename for f in received])
     files = [UploadFile(name, f.path, f.size, sniff(f.path) if f.size else None)
              for name, f in zip(names, received, strict=True)]
-    return plan(files)
+    return dict(zip(names, received, strict=True)), *plan(files)
 
 
 def _refusal(file: UploadFile, received: ReceivedFile) -> ApiError:
@@ -60,8 +63,7 @@ async def create_upload(request: Request) -> Response:
         max_files=kiln.settings.max_files_per_upload,
     )
     try:
-        groups, refused = await asyncio.to_thread(_inspect, received)
-        by_name = dict(zip(stored_names([f.filename for f in received]), received, strict=True))
+        by_name, groups, refused = await asyncio.to_thread(_inspect, received)
         if refused:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
