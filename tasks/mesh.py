@@ -1,4 +1,4 @@
-"""The mesh pipeline: load → analyse → thumbnail → turntable → web model → LODs.
+"""The mesh pipeline: load → analyse → thumbnail → web model → LODs → turntable.
 
 Each stage reports its own progress; artifacts go to the task's artifacts directory; the stats
 summarise the model as its scene places it."""
@@ -55,7 +55,7 @@ def process(payload: Payload, progress: Progress) -> Result:
 
     parts = surfaces(model)
     progress("thumbnail", 0.0)
-    size = int(limits.get("thumbnail_size", THUMBNAIL_SIZE))
+    size = min(max(int(limits.get("thumbnail_size", THUMBNAIL_SIZE)), 16), 4096)
     artifacts.append(_save_png(render_view(parts, size=size), artifacts_dir / "thumbnail.png"))
     progress("thumbnail", 1.0)
 
