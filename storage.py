@@ -120,6 +120,9 @@ class Storage:
     def clear_run(self, task_id: str) -> None:
         """Forget what an earlier run of the task wrote: artifacts and scratch space."""
         shutil.rmtree(self.artifacts_dir(task_id), ignore_errors=True)
+        self.clear_work(task_id)
+
+    def clear_work(self, task_id: str) -> None:
         shutil.rmtree(self.work_dir(task_id), ignore_errors=True)
 
     def sweep_incoming(self, older_than: float = 6 * 3600) -> int:

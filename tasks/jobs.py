@@ -145,6 +145,8 @@ class _Run:
             return
         finally:
             self.kiln.running.pop(self.task_id, None)
+            # scratch space (an unpacked zip) is not kept: only the upload and artifacts are
+            await asyncio.to_thread(storage.clear_work, self.task_id)
         await progress.close()
         await self._finish(Guard.RUN, TaskState.SUCCESS, result=result)
 

@@ -124,6 +124,32 @@ async def test_zip_bomb_upload_fails_with_a_code(live_server: LiveServer,
     assert final["state"] == "FAILURE" and final["error"]["code"] == "archive_rejected"
 
 
+async def test_a_zipped_model_succeeds_and_leaves_no_scratch_files(
+        live_server: LiveServer, redis_url: str) -> None:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("spider.obj", "spider.mtl", "SpiderTex.jpg"):
+            archive.writestr(f"spider/{name}", corpus(f"OBJ/{name}").read_bytes())
+    await add_user(redis_url, "dave")
+    async with KilnClient(live_server.url) as client:
+        await client.login("dave", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        task = (await client.upload(("spider.zip", buffer.getvalue()))).json()["tasks"][0]
+        events = await collect(stream, terminal_for([task["task_id"]]), timeout=60)
+        await stream.aclose()
+    final = _final(events, task["task_id"])
+    assert final["state"] == "SUCCESS", final.get("error")
+    assert final["result"]["faces"] == 1368
+    assert "spider/SpiderTex.jpg" in final["result"]["texture_names"]  # its path in the zip
+    assert "SpiderTex.jpg" not in final["result"]["missing_textures"]
+    task_dir = live_server.settings.data_dir / "tasks" / task["task_id"]
+    assert (task_dir / "files" / "spider.zip").is_file()
+    assert not (task_dir / "work").exists()  # the unpacked copy is gone
+
+
 async def test_every_model_format_succeeds_in_the_real_child_pool(live_server: LiveServer,
                                                                   redis_url: str) -> None:
     files = ["FBX/spider.fbx", "FBX/embedded_ascii/box.FBX", "3MF/box.3mf",
