@@ -17,7 +17,8 @@ FAST_MIN_BYTES = 4 * 1024**2
 """Smaller files gain nothing worth a second code path: trimesh reads them."""
 
 _TO_SPACES = bytes.maketrans(b"/\r\t", b"   ")
-_KEYWORDS = (b"v", b"vt", b"vn", b"f")
+# normals are not read (the renderer computes its own); a `vn` line anywhere else breaks a parse
+_KEYWORDS = (b"v", b"vt", b"f")
 
 
 def load_plain_obj(data: bytes, resolver: Any, *,
@@ -62,7 +63,8 @@ def _block(text: bytes, keyword: bytes) -> bytes | None:
     last = text.rfind(marker)
     end = text.find(b"\n", last + 1)
     block = text[first:end if end >= 0 else len(text)]
-    if block.count(b"\n") != block.count(marker):
+    # faces need no check: any other statement among them leaves letters that stop the parse
+    if keyword != b"f" and block.count(b"\n") != block.count(marker):
         return None  # other lines in between: not a plain file
     return block
 

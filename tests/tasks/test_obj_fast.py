@@ -69,3 +69,13 @@ def test_anything_not_plain_goes_to_trimesh(tmp_path: Path, change: object) -> N
 def test_small_files_are_left_to_trimesh(tmp_path: Path) -> None:
     data = corpus("OBJ/box.obj").read_bytes()
     assert load_plain_obj(data, UploadResolver(tmp_path, [], max_pixels=10**6)) is None
+
+
+@pytest.mark.parametrize("intruder", [b"s off\n", b"g part\n", b"usemtl other\n",
+                                      b"vn 0 0 1\n", b"l 1 2\n", b"# a comment\n"])
+def test_any_statement_among_the_faces_sends_the_file_to_trimesh(tmp_path: Path,
+                                                                  intruder: bytes) -> None:
+    data = _textured_sphere_obj()
+    first, last = data.index(b"\nf "), data.rindex(b"\nf ")
+    middle = data.index(b"\nf ", (first + last) // 2) + 1  # a line inside the block of faces
+    assert _fast(data[:middle] + intruder + data[middle:], tmp_path) is None
