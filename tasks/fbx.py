@@ -19,14 +19,14 @@ from PIL import Image
 from trimesh.visual.material import PBRMaterial
 
 from tasks.errors import CorruptFile, NoGeometry, TooLarge
-from tasks.fbx_reader import FileFacts, basename, display_name, read_facts
+from tasks.fbx_reader import FileFacts, basename, read_facts
 from tasks.imaging import open_image, safe_label
+from tasks.names import MAX_NAMES, display_name
 
 MAX_FBX_BYTES = 512 * 1024**2
 MAX_PIXELS = 178_956_970
 MAX_FACES = 50_000_000
 MAX_NODES = 100_000
-MAX_MATERIALS = 256
 
 # Triangulate: assimp_py refuses faces that are not triangles. JoinIdenticalVertices: FBX gives
 # one vertex per face corner; welding equal corners keeps UV and normal seams. Validate: assimp
@@ -220,14 +220,14 @@ class _Catalogue:
         for material in materials:
             for paths in (material.get("TEXTURES") or {}).values():
                 for name in filter(None, (basename(str(p)) for p in paths)):
-                    if name not in self.referenced and len(self.referenced) < MAX_MATERIALS:
+                    if name not in self.referenced and len(self.referenced) < MAX_NAMES:
                         self.referenced.append(name)
 
     def names(self) -> list[str]:
         names: list[str] = []
         for material in self.materials:
             name = display_name(str(material.get("NAME") or ""))
-            if name and name not in names and len(names) < MAX_MATERIALS:
+            if name and name not in names and len(names) < MAX_NAMES:
                 names.append(name)
         return names
 

@@ -12,11 +12,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tasks.errors import CorruptFile
+from tasks.names import display_name
 
 MAX_RECORDS = 1_000_000  # records of one binary list the reader walks through
 MAX_EMBEDDED = 1000
-MAX_NAME_CHARS = 120
-
 _BINARY_MAGIC = b"Kaydara FBX Binary  \x00"
 _ASCII_HEAD = re.compile(
     rb"\A(?:\xef\xbb\xbf)?\s*;[ \t]*FBX|^\s*FBXHeaderExtension:\s*\{", re.MULTILINE
@@ -205,8 +204,3 @@ def _embed(facts: FileFacts, names: list[Any], content: object) -> None:
 def basename(path: str) -> str:
     """The last component of a path taken from the file (either slash), made safe to show."""
     return display_name(path.replace("\\", "/").rsplit("/", 1)[-1])
-
-
-def display_name(name: str) -> str:
-    """A name taken from the file, made safe to show: printable and short."""
-    return "".join(c for c in name if c.isprintable()).strip()[:MAX_NAME_CHARS]

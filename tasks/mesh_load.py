@@ -9,6 +9,7 @@ coded errors.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from tasks.detect import sniff
 from tasks.errors import CorruptFile, NoGeometry, TaskError, TooLarge, UnsupportedFormat
 from tasks.headers import check_declared_counts
 from tasks.imaging import safe_label
+from tasks.names import distinct_names
 from tasks.obj_fast import load_plain_obj
 from tasks.references import Reference, Verdict
 from tasks.resolver import UploadResolver, unsafe_reference
 
+_USEMTL = re.compile(rb"[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
 MAX_MTL_BYTES = 64 * 1024**2
 """Only this much of an MTL library is read for its texture names."""
 
@@ -102,8 +105,12 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     resolver.check()
     textures = _unique(textures)
     missing = [t for t in textures if t in resolver.missing]
+    # without its MTL, trimesh forgets an OBJ's material names: `usemtl` still has them
+    materials = (distinct_names(references.statements(data, b"usemtl", _USEMTL))
+                 if source.format == "obj" else [])
     return LoadedModel(scene, source.format, textures=textures, missing_textures=missing,
-                       notes={"missing_files": list(resolver.missing)}, path=source.path)
+                       materials=materials, notes={"missing_files": list(resolver.missing)},
+                       path=source.path)
 
 
 def _parse(data: bytes, fmt: str, resolver: UploadResolver) -> trimesh.Scene:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +12,9 @@ from numpy.typing import NDArray
 
 from tasks.errors import CorruptFile, NoGeometry
 from tasks.mesh_load import LoadedModel
+from tasks.names import MAX_NAMES, distinct_names
 from tasks.progress import Progress
-from tasks.references import statements
 from tasks.topology import surface_facts, weld
-
-MAX_MATERIALS = 256
-MAX_NAME_CHARS = 120
-_USEMTL = re.compile(rb"[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
 
 
 @dataclass
@@ -33,13 +28,11 @@ class Measured:
 def measure(model: LoadedModel, progress: Progress) -> Measured:
     """Statistics of the model as placed by its scene graph, in scene units."""
     stats, welded = _measure(model.scene, progress)
-    # OBJ names live in its text (trimesh forgets them without the MTL); others in the scene
-    text = model.path.read_bytes() if model.format == "obj" and model.path else b""
-    names = model.materials or material_names(model.scene, text, model.format)
+    names = model.materials or material_names(model.scene, model.format)
     stats.update(
         materials=len(names), material_names=names,
-        textures=len(model.textures), texture_names=model.textures[:MAX_MATERIALS],
-        missing_textures=model.missing_textures[:MAX_MATERIALS],
+        textures=len(model.textures), texture_names=model.textures[:MAX_NAMES],
+        missing_textures=model.missing_textures[:MAX_NAMES],
     )
     return Measured(stats, welded)
 
@@ -129,25 +122,9 @@ def mesh_instances(
             yield np.asarray(matrix, dtype=np.float64), geometry
 
 
-def material_names(scene: trimesh.Scene, data: bytes, fmt: str) -> list[str]:
-    names: list[str] = []
-    if fmt == "obj":  # without its MTL file trimesh forgets the names: read `usemtl` itself
-        raw = statements(data, b"usemtl", _USEMTL)
-    elif fmt in ("glb", "gltf", "dae", "3mf"):
-        materials = (getattr(g.visual, "material", None) for _, g in mesh_instances(scene))
-        raw = (m.name for m in materials if m is not None and isinstance(m.name, str))
-    else:  # trimesh invents "material_0" for formats that have no material names
-        return names
-    for name in raw:
-        shown = display_name(name)
-        if shown and shown not in names:
-            names.append(shown)
-            if len(names) == MAX_MATERIALS:
-                break
-    return names
-
-
-def display_name(name: str) -> str:
-    """A name taken from the file, made safe to show: printable and short."""
-    printable = "".join(c for c in name if c.isprintable()).strip()
-    return printable[:MAX_NAME_CHARS]
+def material_names(scene: trimesh.Scene, fmt: str) -> list[str]:
+    """The names of the materials the placed meshes use (OBJ names are read at load)."""
+    if fmt not in ("glb", "gltf", "dae", "3mf"):
+        return []  # trimesh invents "material_0" for formats that have no material names
+    materials = (getattr(g.visual, "material", None) for _, g in mesh_instances(scene))
+    return distinct_names(m.name for m in materials if m is not None and isinstance(m.name, str))
