@@ -59,6 +59,23 @@ class UploadResolver(Resolver):
 
     def read(self, name: str) -> bytes:
         """The bytes of the upload's file `name` names, unchecked (the caller checks them)."""
+        return self._located(name)[1]
+
+    def get(self, name: str) -> bytes:
+        """For parsers: a document allowed by `allow_document`, or else an image, which is
+        decoded once through the allow-list and the pixel cap before the parser sees it
+        (parsers open images with every Pillow plugin)."""
+        found, data = self._located(name)
+        if found in self.documents:
+            return data
+        try:
+            open_image(data, self.max_pixels, what=f"texture {safe_label(found)}").close()
+        except TaskError as error:
+            self._fail(error)
+            raise FileNotFoundError("refused") from error
+        return data
+
+    def _located(self, name: str) -> tuple[str, bytes]:
         found = self.find(name)
         if found is None:
             raise FileNotFoundError("not among the uploaded files")
@@ -68,22 +85,7 @@ class UploadResolver(Resolver):
             raise FileNotFoundError("too large")
         if found not in self.used:
             self.used.append(found)
-        return path.read_bytes()
-
-    def get(self, name: str) -> bytes:
-        """For parsers: a document allowed by `allow_document`, or else an image, which is
-        decoded once through the allow-list and the pixel cap before the parser sees it
-        (parsers open images with every Pillow plugin)."""
-        data = self.read(name)
-        found = self.find(name)
-        if found in self.documents:
-            return data
-        try:
-            open_image(data, self.max_pixels, what=f"texture {safe_label(str(found))}").close()
-        except TaskError as error:
-            self._fail(error)
-            raise FileNotFoundError("refused") from error
-        return data
+        return found, path.read_bytes()
 
     def _fail(self, error: TaskError) -> None:
         self.errors.append(error)
