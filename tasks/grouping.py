@@ -117,7 +117,9 @@ def _references(
     assert model.detection is not None
     fmt = model.detection.format
     if fmt == "obj":
-        for library in references.obj_libraries(_scan(model.path, references.MTLLIB_LINE)):
+        libraries = _scan(model.path, lambda window: references.line_matches(
+            window, b"mtllib", references.MTLLIB_LINE))
+        for library in references.obj_libraries(libraries):
             yield library
             found = index.find(library)
             if found is not None:
@@ -128,17 +130,18 @@ def _references(
     elif fmt == "glb":
         yield from references.gltf_document_uris(_glb_json(model.path))
     elif fmt == "dae":
-        yield from references.collada_images(_scan(model.path, references.COLLADA_INIT_FROM))
+        yield from references.collada_images(
+            _scan(model.path, references.COLLADA_INIT_FROM.finditer))
 
 
-def _scan(path: Path, pattern: re.Pattern[bytes]) -> bytes:
-    """The lines of a file that match `pattern`, read in chunks so a huge model costs no memory."""
+def _scan(path: Path, matches: Callable[[bytes], Iterator[re.Match[bytes]]]) -> bytes:
+    """What `matches` finds in a file, read in chunks so a huge model costs no memory."""
     found: list[bytes] = []
     tail = b""
     with path.open("rb") as file:
         while chunk := file.read(_CHUNK):
             window = tail + chunk
-            found.extend(m.group(0) for m in pattern.finditer(window))
+            found.extend(m.group(0) for m in matches(window))
             tail = window[-_OVERLAP:]
             if len(found) > references.MAX_REFERENCES * 2:  # each match is at most ~4 KB
                 break

@@ -92,7 +92,15 @@ def obj_libraries(data: bytes) -> list[Reference]:
 
 
 def statements(data: bytes, keyword: bytes, pattern: re.Pattern[bytes]) -> Iterator[str]:
-    """Group 1 of `pattern` matched at the start of every line holding `keyword`, found with
+    """Group 1 of `pattern` matched at the start of every line holding `keyword`."""
+    for match in line_matches(data, keyword, pattern):
+        yield match.group(1).decode("utf-8", errors="replace")
+
+
+def line_matches(
+    data: bytes, keyword: bytes, pattern: re.Pattern[bytes]
+) -> Iterator[re.Match[bytes]]:
+    """`pattern` matched at the start of every line holding `keyword`, the lines found with
     bytes.find: a MULTILINE regex would try every line of a huge OBJ."""
     position = data.find(keyword)
     while position >= 0:
@@ -101,7 +109,7 @@ def statements(data: bytes, keyword: bytes, pattern: re.Pattern[bytes]) -> Itera
         end = len(data) if end < 0 else end
         match = pattern.match(data, start, min(end, start + 8192))
         if match:
-            yield match.group(1).decode("utf-8", errors="replace")
+            yield match
         position = data.find(keyword, end)
 
 
