@@ -64,10 +64,10 @@ def process(payload: Payload, progress: Progress) -> Result:
     progress("web_model", 1.0)
 
     progress("lods", 0.0)
-    lod_artifacts, stats["lods"] = write_lods(
-        measured.welded, artifacts_dir, progress,
-        min_faces=int(limits.get("lod_min_faces", LOD_MIN_FACES)))
-    artifacts.extend(lod_artifacts)
+    lods = write_lods(measured.welded, artifacts_dir, progress,
+                      min_faces=int(limits.get("lod_min_faces", LOD_MIN_FACES)))
+    stats["lods"] = lods.summary
+    artifacts.extend(lods.artifacts)
     progress("lods", 1.0)
 
     progress("turntable", 0.0)
@@ -75,8 +75,8 @@ def process(payload: Payload, progress: Progress) -> Result:
     frame_size = int(limits.get("turntable_frame_size", TURNTABLE_FRAME_SIZE))
     if frames > 0:
         drawn = parts
-        if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lod_artifacts:
-            drawn = [_lod_surface(artifacts_dir / lod_artifacts[-1]["name"])]
+        if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lods.smallest:
+            drawn = [_lod_surface(*lods.smallest)]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
                                   columns=TURNTABLE_COLUMNS)
         artifacts.append(_save_png(sprite, artifacts_dir / "turntable.png"))
@@ -165,13 +165,8 @@ def _texture_array(image: Image.Image) -> NDArray[np.uint8]:
     return np.asarray(shown, dtype=np.uint8)
 
 
-def _lod_surface(path: Path) -> Surface:
+def _lod_surface(points: NDArray[np.float32], faces: NDArray[np.int32]) -> Surface:
     """The smallest LOD, simplified further to TURNTABLE_FACES when it is bigger."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mesh = trimesh.load_mesh(path, file_type="glb", process=False)
-    points = np.asarray(mesh.vertices, dtype=np.float32)
-    faces = np.asarray(mesh.faces, dtype=np.int32)
     if len(faces) > TURNTABLE_FACES:
         points, faces = fast_simplification.simplify(
             points, faces, target_reduction=1.0 - TURNTABLE_FACES / len(faces))

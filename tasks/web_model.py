@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fast_simplification
 import numpy as np
 import trimesh
+from numpy.typing import NDArray
 
 from tasks.progress import Progress
 
@@ -26,29 +28,37 @@ def write_glb(scene: trimesh.Scene, target: Path) -> dict[str, Any]:
     return {"name": target.name, "media_type": "model/gltf-binary", "size": len(data)}
 
 
+@dataclass
+class Lods:
+    """What write_lods made: its artifacts, their summary for the stats, and the smallest level
+    (points, faces) for whoever draws the model small."""
+
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    smallest: tuple[NDArray[np.float32], NDArray[np.int32]] | None = None
+
+
 def write_lods(welded: trimesh.Trimesh, directory: Path, progress: Progress, *,
-               min_faces: int = LOD_MIN_FACES,
-               ratios: tuple[float, ...] = LOD_RATIOS) -> tuple[list[dict[str, Any]],
-                                                                list[dict[str, Any]]]:
+               min_faces: int = LOD_MIN_FACES, ratios: tuple[float, ...] = LOD_RATIOS) -> Lods:
     """Simplified copies of the (welded) model at each ratio of its faces, as GLB files; nothing
-    when it has fewer than `min_faces` faces. Returns (artifacts, summary for the stats)."""
-    faces = len(welded.faces)
-    if faces < min_faces or not ratios:
-        return [], []
-    artifacts, summary = [], []
+    when it has fewer than `min_faces` faces."""
+    lods = Lods()
+    if len(welded.faces) < min_faces or not ratios:
+        return lods
     points = np.asarray(welded.vertices, dtype=np.float32)
     triangles = np.asarray(welded.faces, dtype=np.int32)
     kept = 1.0
     for level, ratio in enumerate(ratios, start=1):
         progress("lods", (level - 1) / len(ratios))
         # each level is simplified from the one before: the same result for a fraction of the work
-        simplified_points, simplified_faces = fast_simplification.simplify(
+        points, triangles = fast_simplification.simplify(
             points, triangles, target_reduction=max(0.0, 1.0 - ratio / kept))
-        points, triangles, kept = simplified_points, simplified_faces, ratio
-        lod = trimesh.Trimesh(vertices=simplified_points, faces=simplified_faces, process=False)
+        kept = ratio
+        lod = trimesh.Trimesh(vertices=points, faces=triangles, process=False)
         name = f"model-lod{level}.glb"
-        artifacts.append(write_glb(trimesh.Scene(lod), directory / name))
-        summary.append({"name": name, "ratio": ratio, "faces": len(simplified_faces),
-                        "vertices": len(simplified_points)})
+        lods.artifacts.append(write_glb(trimesh.Scene(lod), directory / name))
+        lods.summary.append({"name": name, "ratio": ratio, "faces": len(triangles),
+                             "vertices": len(points)})
     progress("lods", 1.0)
-    return artifacts, summary
+    lods.smallest = (points, triangles)
+    return lods
