@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP: JSON `{"error": code, "message": text}` always."""
+"""The one place where errors become HTTP: JSON `{"error": code, "message": text}` always, plus
+`"file"` (the client's file name) when the refusal is about one uploaded file."""
 
 from __future__ import annotations
 
@@ -21,27 +22,33 @@ _HTTP_CODES = {
 
 
 class ApiError(Exception):
-    """Raised by handlers; becomes a JSON error response with `status`."""
+    """Raised by handlers; becomes a JSON error response with `status` (and `file`, the name of
+    the one uploaded file it is about, when given)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, file: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.file = file
 
 
 def not_found(what: str = "task") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
+def error_response(status: int, code: str, message: str, *,
+                   file: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="kiln"'} if status == 401 else None
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+    body = {"error": code, "message": message}
+    if file is not None:
+        body["file"] = file
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, file=exc.file)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -36,22 +36,24 @@ def _inspect(
 
 
 def _refusal(file: UploadFile, received: ReceivedFile) -> ApiError:
+    name = received.filename
     if file.size == 0:
-        return ApiError(400, "empty_file", f"{received.filename} is empty")
+        return ApiError(400, "empty_file", f"{name} is empty", file=name)
     suffix = file.name.rsplit(".", 1)[-1].lower()
     if suffix in _COMPANIONS:
         return ApiError(415, "unsupported_type",
-                        f"{received.filename} is {_COMPANIONS[suffix]} (no model here names it)")
+                        f"{name} is {_COMPANIONS[suffix]} (no model here names it)", file=name)
     return ApiError(415, "unsupported_type",
-                    f"{received.filename} is not a mesh, texture or material Kiln can read")
+                    f"{name} is not a mesh, texture or material Kiln can read", file=name)
 
 
 def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> None:
     for group in groups:
         if group.format not in SUPPORTED:
+            name = received[group.main].filename
             raise ApiError(415, "unsupported_type",
-                           f"{received[group.main].filename} is a {group.format.upper()} file, "
-                           "which Kiln recognises but cannot process")
+                           f"{name} is a {group.format.upper()} file, "
+                           "which Kiln recognises but cannot process", file=name)
 
 
 async def create_upload(request: Request) -> Response:

@@ -102,7 +102,25 @@ async def test_refused_kinds(small_cap_server: LiveServer, redis_url: str, name:
         assert response.status_code == status, response.text
         assert response.json()["error"] == code
         assert name in response.json()["message"]
+        assert response.json()["file"] == name
     assert _stored_files(small_cap_server.settings.data_dir) == []
+
+
+async def test_a_refusal_names_the_file_as_the_client_sent_it(small_cap_server: LiveServer,
+                                                              redis_url: str) -> None:
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        orphan = await client.upload(corpus("OBJ/box.obj"), ("Walls.MTL", b"newmtl wall\n"))
+        assert orphan.status_code == 415, orphan.text
+        assert orphan.json() == {"error": "unsupported_type", "file": "Walls.MTL",
+                                 "message": orphan.json()["message"]}
+        # under a name that clashes (ignoring case) with another file's, so it is stored renamed
+        png = corpus("glTF2/BoxTextured-glTF/CesiumLogoFlat.png").read_bytes()
+        empty = await client.upload(("box.png", png), ("BOX.png", b""))
+        assert empty.json()["error"] == "empty_file"
+        assert empty.json()["file"] == "BOX.png"
+        not_about_a_file = await client.post("/api/uploads", json={"file": "x"})
+        assert "file" not in not_about_a_file.json()
 
 
 async def test_malformed_requests(small_cap_server: LiveServer, redis_url: str) -> None:
