@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 
 import keys
 from events import EventWriter, Guard, TaskIdentity, TaskState
@@ -37,6 +39,64 @@ def job_id(task_id: str, attempt: int) -> str:
     return f"{task_id}-{attempt}"
 
 
+RUNNING_SCAN = 1000
+"""How many jobs at the front of the queue are checked for arq's in-progress key: more than every
+worker's `max_jobs` added up (see `QUEUE_POSITION_SCRIPT`)."""
+
+QUEUE_POSITION_SCRIPT = """
+local queue, now, prefix = KEYS[1], ARGV[1], ARGV[2]
+local ready = redis.call('ZCOUNT', queue, '-inf', now)
+local depth = math.min(ready, tonumber(ARGV[3]))
+local front = {}
+if depth > 0 then front = redis.call('ZRANGE', queue, 0, depth - 1) end
+local running_before = {0}
+local running = 0
+for i, id in ipairs(front) do
+  if redis.call('EXISTS', prefix .. id) == 1 then running = running + 1 end
+  running_before[i + 1] = running
+end
+local positions = {}
+for n = 4, #ARGV do
+  local rank = redis.call('ZRANK', queue, ARGV[n])
+  local position = 0
+  if rank and redis.call('EXISTS', prefix .. ARGV[n]) == 0 then
+    position = rank - running_before[math.min(rank, depth) + 1] + 1
+  end
+  positions[#positions + 1] = position
+end
+return {ready - running, positions}
+"""
+"""Where jobs wait, in one atomic read. KEYS[1] is the queue; ARGV: now (ms), arq's in-progress
+key prefix, the scan depth (`RUNNING_SCAN`), then the job ids. Returns {queued, positions}: the
+ready jobs (score <= now) not in progress, and per job id its position, 0 when it is not waiting
+(not queued, or running).
+
+arq keeps a job in the queue while it runs (marked by `arq:in-progress:<job id>`) and takes ready
+jobs in ZRANGE order: by score (enqueue time in ms, or the time a deferred job becomes due), ties
+by job id. A job's position is therefore 1 + its ZRANK - the running jobs ranked ahead of it. A
+job that is due or deferred gets a position too; jobs ahead of a deferred one include deferred jobs
+due before it.
+
+Bounded, whatever the queue's size: ZCOUNT and ZRANK are O(log n), and running jobs are looked
+for only among the first `RUNNING_SCAN` ranks. That is enough: a worker reads the ready jobs from
+rank 0 and starts them in order, skipping running ones, so when a job starts every job ahead of
+it is running; jobs enqueued or falling due later rank behind every ready job; and a running
+job's rank only falls as jobs ahead of it finish. So the running jobs are the front of the queue
+(give or take jobs whose dead worker's lease has not lapsed yet, or just lapsed), and their
+number is at most the workers' `max_jobs` added up. Were `RUNNING_SCAN` ever passed, positions
+and `queued` would be overstated by the running jobs beyond it, never out of order.
+"""
+
+
+@dataclass(frozen=True)
+class QueueStanding:
+    """The queue as seen at one instant: `positions` of the waiting jobs asked about (by job id,
+    1 = next to start; jobs not waiting are absent) and `queued`, every ready job not running."""
+
+    positions: dict[str, int]
+    queued: int
+
+
 class TaskQueue:
     """The web side of the task life: PENDING at submit, REVOKED on cancel, RETRY on retry."""
 
@@ -44,6 +104,7 @@ class TaskQueue:
         self._redis = redis
         self._events = events
         self._settings = settings
+        self._standing = redis.register_script(QUEUE_POSITION_SCRIPT)
 
     async def submit(
         self, who: TaskIdentity, *, format: str, size: int, files: Sequence[str]
@@ -91,6 +152,19 @@ class TaskQueue:
             return False
         await self._enqueue(record.id, attempt)
         return True
+
+    async def standing(self, job_ids: Sequence[str]) -> QueueStanding:
+        """Positions of `job_ids` in the queue and the number of ready jobs, in one script;
+        callers bound `job_ids` (each costs two O(log n) lookups)."""
+        now_ms = int(time.time() * 1000)  # arq scores jobs by its client's clock too
+        queued, positions = await self._standing(
+            keys=[keys.QUEUE],
+            args=[str(now_ms), in_progress_key_prefix, str(RUNNING_SCAN), *job_ids],
+        )
+        return QueueStanding(
+            positions={jid: int(p) for jid, p in zip(job_ids, positions, strict=True) if int(p)},
+            queued=int(queued),
+        )
 
     async def _enqueue(self, task_id: str, attempt: int) -> None:
         await self._redis.enqueue_job(
