@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 import keys
-from events import TaskIdentity, TaskState
+from events import QUEUED_STATES, TaskIdentity, TaskState
 
 SNAPSHOT_SCRIPT = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -21,6 +21,28 @@ for _, id in ipairs(ids) do
 end
 return {seq, tasks}
 """
+
+QUEUED_SCRIPT = """
+local scan, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local found = {}
+if scan < 1 or limit < 1 then return found end
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, scan - 1)
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'owner', 'state', 'attempt')
+  local queued = false
+  for n = 5, #ARGV do
+    if f[2] == ARGV[n] then queued = true end
+  end
+  if f[1] == ARGV[4] and queued then
+    found[#found + 1] = {id, f[3] or '1'}
+    if #found >= limit then break end
+  end
+end
+return found
+"""
+"""The newest queued tasks of an index. KEYS[1]: the index; ARGV: the task key prefix, how many of
+the index's newest ids to look at, how many queued tasks to return at most, the owner, then the
+queued states. Returns {task id, attempt} pairs, newest first."""
 
 
 def _float(raw: str | None) -> float | None:
@@ -96,6 +118,14 @@ class TaskRecord:
         }
 
 
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task waiting for a worker (PENDING or RETRY) and the attempt its job is for."""
+
+    task_id: str
+    attempt: int
+
+
 def _pairs(flat: list[Any]) -> dict[str, str]:
     it = iter(flat)
     return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
@@ -111,6 +141,7 @@ class TaskStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._snapshot = redis.register_script(SNAPSHOT_SCRIPT)
+        self._queued = redis.register_script(QUEUED_SCRIPT)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         raw = await self._redis.hgetall(keys.task(task_id))  # type: ignore[misc]
@@ -143,3 +174,14 @@ class TaskStore:
         seq, rows = await self._snapshot(keys=[stream.seq, stream.tasks],
                                          args=[keys.TASK_PREFIX, str(limit)])
         return int(seq), [TaskRecord(_pairs(r)) for r in rows]
+
+    async def queued(self, index_key: str, owner: str, *, scan: int,
+                     limit: int) -> list[QueuedTask]:
+        """The owner's tasks in PENDING or RETRY among the index's `scan` newest, at most `limit`,
+        newest first; one bounded script."""
+        rows = await self._queued(
+            keys=[index_key],
+            args=[keys.TASK_PREFIX, str(scan), str(limit), owner,
+                  *sorted(state.value for state in QUEUED_STATES)],
+        )
+        return [QueuedTask(_s(tid), int(_s(attempt))) for tid, attempt in rows]
