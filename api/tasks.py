@@ -1,4 +1,4 @@
-"""The caller's tasks: list, read, cancel, retry, download artifacts. Others' tasks are 404."""
+"""The caller's tasks: list, read, cancel, retry, queue positions, artifacts. Others' are 404."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ from starlette.routing import Route
 import keys
 from api.deps import query_int, require_user, services
 from api.errors import ApiError, not_found
+from events import QUEUED_STATES
 from ids import is_valid_id
 from records import TaskRecord
+from tasks.queue import job_id
+
+QUEUE_SCAN = 1000
+"""`GET /api/queue` looks for the session's waiting tasks among its newest this many."""
+
+QUEUE_LIMIT = 200
+"""`GET /api/queue` gives the positions of at most this many of them (the newest)."""
 
 
 async def _owned(request: Request) -> TaskRecord:
@@ -46,7 +54,28 @@ async def list_tasks(request: Request) -> Response:
 
 
 async def get_task(request: Request) -> Response:
-    return JSONResponse((await _owned(request)).view())
+    record = await _owned(request)
+    view = record.view()
+    if record.state in QUEUED_STATES:
+        jid = job_id(record.id, record.attempt)
+        standing = await services(request).queue.standing([jid])
+        view["queue_position"] = standing.positions.get(jid)
+    return JSONResponse(view)
+
+
+async def queue_positions(request: Request) -> Response:
+    """Where the session's waiting tasks stand: `{"positions": {task_id: n}, "queued": total}`,
+    1 = next to start; `queued` counts every user's ready jobs that no worker is running."""
+    signed_in = require_user(request)
+    kiln = services(request)
+    waiting = await kiln.tasks.queued(keys.session_stream(signed_in.claims.session_id).tasks,
+                                      signed_in.user.id, scan=QUEUE_SCAN, limit=QUEUE_LIMIT)
+    jobs = {job_id(t.task_id, t.attempt): t.task_id for t in waiting}
+    standing = await kiln.queue.standing(list(jobs))
+    return JSONResponse({
+        "positions": {jobs[jid]: position for jid, position in standing.positions.items()},
+        "queued": standing.queued,
+    })
 
 
 async def cancel_task(request: Request) -> Response:
@@ -90,6 +119,7 @@ async def _fresh(request: Request, record: TaskRecord) -> dict[str, object]:
 
 
 routes = [
+    Route("/api/queue", queue_positions, methods=["GET"]),
     Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/api/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
