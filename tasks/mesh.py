@@ -6,6 +6,8 @@ summarise the model as its scene places it."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,13 @@ from PIL import Image
 
 from tasks.archive import ArchiveLimits
 from tasks.errors import TooLarge
+from tasks.forked import Forked
 from tasks.imaging import to_display
 from tasks.mesh_load import LoadedModel, Source, load_model
 from tasks.mesh_stats import Measured, measure, mesh_instances
 from tasks.progress import Payload, Progress, Result
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
-from tasks.web_model import LOD_MIN_FACES, write_glb, write_lods
+from tasks.web_model import LOD_MIN_FACES, Lods, write_glb, write_lods
 
 THUMBNAIL_SIZE = 512
 TURNTABLE_FRAMES = 24
@@ -33,6 +36,9 @@ TURNTABLE_MAX_FACES = 300_000
 """Above this many faces the turntable is drawn from a simplified copy: 256 px frames show no
 more detail than TURNTABLE_FACES give."""
 TURNTABLE_FACES = 60_000
+THREADS = 2
+"""Cores a task may use: the LODs in a fork beside the measuring, then the turntable's frames on
+this many threads (1: everything in turn on one)."""
 TEXTURE_PREVIEW_SIZE = 1024
 """Textures are shrunk to this for drawing: thumbnails need no more detail."""
 
@@ -44,31 +50,49 @@ def analyse(payload: Payload, progress: Progress) -> Result:
 
 
 def process(payload: Payload, progress: Progress) -> Result:
-    """Run the whole mesh pipeline on the task's files; see the module docstring."""
+    """Run the whole mesh pipeline on the task's files; see the module docstring.
+
+    The LODs are simplified in a fork of this process from the moment the model is welded,
+    while this one measures, draws the thumbnail and writes the web model; the turntable's frames
+    are then drawn on `threads` threads. Progress is reported from here only, stage by stage.
+    """
     limits: dict[str, Any] = dict(payload.get("limits") or {})
+    threads = max(1, int(limits.get("threads", THREADS)))
     artifacts_dir = Path(payload["artifacts_dir"])
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-    model, measured = _load_and_measure(payload, progress)
-    faces = measured.stats["faces"]
-    stats = {"format": model.format, **measured.stats, **model.notes}
-    artifacts: list[dict[str, Any]] = []
+    with ExitStack() as cleanup:
+        forks: list[Forked[Lods]] = []
 
-    parts = surfaces(model)
-    progress("thumbnail", 0.0)
-    size = min(max(int(limits.get("thumbnail_size", THUMBNAIL_SIZE)), 16), 4096)
-    artifacts.append(_save_png(render_view(parts, size=size), artifacts_dir / "thumbnail.png"))
-    progress("thumbnail", 1.0)
+        def start_lods(welded: trimesh.Trimesh) -> None:
+            min_faces = int(limits.get("lod_min_faces", LOD_MIN_FACES))
+            if threads > 1 and len(welded.faces) >= min_faces:
+                forks.append(cleanup.enter_context(Forked(
+                    write_lods, welded, artifacts_dir, min_faces)))
 
-    progress("web_model", 0.0)
-    artifacts.append(write_glb(model.scene, artifacts_dir / "model.glb"))
-    progress("web_model", 1.0)
+        model, measured = _load_and_measure(payload, progress, start_lods)
+        faces = measured.stats["faces"]
+        stats = {"format": model.format, **measured.stats, **model.notes}
+        artifacts: list[dict[str, Any]] = []
 
-    progress("lods", 0.0)
-    lods = write_lods(measured.welded, artifacts_dir, progress,
-                      min_faces=int(limits.get("lod_min_faces", LOD_MIN_FACES)))
-    stats["lods"] = lods.summary
-    artifacts.extend(lods.artifacts)
-    progress("lods", 1.0)
+        parts = surfaces(model)
+        progress("thumbnail", 0.0)
+        size = min(max(int(limits.get("thumbnail_size", THUMBNAIL_SIZE)), 16), 4096)
+        artifacts.append(_save_png(render_view(parts, size=size), artifacts_dir / "thumbnail.png"))
+        progress("thumbnail", 1.0)
+
+        progress("web_model", 0.0)
+        artifacts.append(write_glb(model.scene, artifacts_dir / "model.glb"))
+        progress("web_model", 1.0)
+
+        progress("lods", 0.0)
+        if forks:
+            lods = forks[0].result(progress)
+        else:
+            lods = write_lods(measured.welded, artifacts_dir,
+                              int(limits.get("lod_min_faces", LOD_MIN_FACES)), progress)
+        stats["lods"] = lods.summary
+        artifacts.extend(lods.artifacts)
+        progress("lods", 1.0)
 
     progress("turntable", 0.0)
     frames = int(limits.get("turntable_frames", TURNTABLE_FRAMES))
@@ -78,7 +102,7 @@ def process(payload: Payload, progress: Progress) -> Result:
         if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lods.smallest:
             drawn = [_lod_surface(*lods.smallest)]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
-                                  columns=TURNTABLE_COLUMNS)
+                                  columns=TURNTABLE_COLUMNS, threads=threads)
         artifacts.append(_save_png(sprite, artifacts_dir / "turntable.png"))
         stats["turntable"] = {**turntable_layout(frames, frame_size, TURNTABLE_COLUMNS),
                               "faces": sum(len(part.faces) for part in drawn)}
@@ -86,7 +110,10 @@ def process(payload: Payload, progress: Progress) -> Result:
     return {"stats": stats, "artifacts": artifacts}
 
 
-def _load_and_measure(payload: Payload, progress: Progress) -> tuple[LoadedModel, Measured]:
+def _load_and_measure(
+    payload: Payload, progress: Progress,
+    on_welded: Callable[[trimesh.Trimesh], None] | None = None,
+) -> tuple[LoadedModel, Measured]:
     limits: dict[str, Any] = dict(payload.get("limits") or {})
     progress("load", 0.0)
     model = load_model(_source(payload), max_pixels=int(payload["max_pixels"]),
@@ -97,7 +124,7 @@ def _load_and_measure(payload: Payload, progress: Progress) -> tuple[LoadedModel
     if faces > max_faces:
         raise TooLarge(f"The model has {faces:,} faces; the limit is {max_faces:,}.")
     progress("load", 1.0)
-    return model, measure(model, progress)
+    return model, measure(model, progress, on_welded)
 
 
 def _source(payload: Payload) -> Source:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +25,13 @@ class Measured:
     welded: trimesh.Trimesh
 
 
-def measure(model: LoadedModel, progress: Progress) -> Measured:
-    """Statistics of the model as placed by its scene graph, in scene units."""
-    stats, welded = _measure(model.scene, progress)
+def measure(
+    model: LoadedModel, progress: Progress,
+    on_welded: Callable[[trimesh.Trimesh], None] | None = None,
+) -> Measured:
+    """Statistics of the model as placed by its scene graph, in scene units. `on_welded` gets the
+    welded model as soon as it exists, before the slower facts are taken from it."""
+    stats, welded = _measure(model.scene, progress, on_welded)
     names = model.materials or material_names(model.scene, model.format)
     stats.update(
         materials=len(names), material_names=names,
@@ -38,7 +42,8 @@ def measure(model: LoadedModel, progress: Progress) -> Measured:
 
 
 def _measure(
-    scene: trimesh.Scene, progress: Progress
+    scene: trimesh.Scene, progress: Progress,
+    on_welded: Callable[[trimesh.Trimesh], None] | None,
 ) -> tuple[dict[str, Any], trimesh.Trimesh]:
     """Statistics of the model as placed by its scene graph, in scene units."""
     instances = list(mesh_instances(scene))
@@ -56,6 +61,8 @@ def _measure(
         welded = (np.asarray(merged.vertices, dtype=np.float64),
                   np.asarray(merged.faces, dtype=np.int64))
     model = trimesh.Trimesh(vertices=welded[0], faces=welded[1], process=False)
+    if on_welded is not None:
+        on_welded(model)
     progress("analyse", 0.75)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     facts = surface_facts(*welded)

@@ -38,8 +38,8 @@ class Lods:
     smallest: tuple[NDArray[np.float32], NDArray[np.int32]] | None = None
 
 
-def write_lods(welded: trimesh.Trimesh, directory: Path, progress: Progress, *,
-               min_faces: int = LOD_MIN_FACES, ratios: tuple[float, ...] = LOD_RATIOS) -> Lods:
+def write_lods(welded: trimesh.Trimesh, directory: Path, min_faces: int, progress: Progress, *,
+               ratios: tuple[float, ...] = LOD_RATIOS) -> Lods:
     """Simplified copies of the (welded) model at each ratio of its faces, as GLB files; nothing
     when it has fewer than `min_faces` faces."""
     lods = Lods()

@@ -363,3 +363,16 @@ def test_a_big_model_turns_on_its_table_simplified(tmp_path: Path) -> None:
     assert drawn <= mesh.TURNTABLE_FACES and drawn <= result["stats"]["lods"][-1]["faces"]
     small, _ = run(tmp_path / "small", {"box.obj": "OBJ/box.obj"}, "obj", full=True)
     assert small["stats"]["turntable"]["faces"] == 12  # small models are drawn as they are
+
+
+def test_one_core_or_two_make_the_same_model(tmp_path: Path) -> None:
+    files: Files = {"engine.glb": "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"}
+    one, one_events = run(tmp_path / "one", files, "glb", full=True, threads=1)
+    two, two_events = run(tmp_path / "two", files, "glb", full=True, threads=2)
+    assert one["stats"] == two["stats"] and one["artifacts"] == two["artifacts"]
+    for name in ("model-lod1.glb", "model-lod2.glb", "turntable.png"):
+        assert (tmp_path / "one" / "artifacts" / name).read_bytes() == (
+            tmp_path / "two" / "artifacts" / name).read_bytes()
+    # the fork's progress is reported in its place: the stages stay in order
+    assert list(dict.fromkeys(s for s, _ in one_events)) == list(
+        dict.fromkeys(s for s, _ in two_events))
