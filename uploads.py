@@ -27,9 +27,10 @@ class UploadRefused(Exception):
 
     code = "malformed_upload"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, file: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.file = file  # the client's name of the one file refused, when it is about one
 
 
 class MalformedUpload(UploadRefused):
@@ -134,7 +135,8 @@ class _Receiver:
         part.received.size += n
         if part.received.size > self.max_file_bytes:
             raise FileTooLarge(
-                f"{part.received.filename} is larger than the limit of {self.max_file_bytes} bytes"
+                f"{part.received.filename} is larger than the limit of {self.max_file_bytes} bytes",
+                file=part.received.filename,
             )
         part.pending.append(data[start:end])
         part.pending_bytes += n

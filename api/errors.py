@@ -60,7 +60,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _upload_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UploadRefused)
     status = 413 if isinstance(exc, FileTooLarge | TooManyFiles) else 400
-    return error_response(status, exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, file=exc.file)
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:

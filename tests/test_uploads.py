@@ -47,7 +47,7 @@ async def test_over_the_cap_is_413_and_leaves_no_file(small_cap_server: LiveServ
         response = await client.upload(corpus("OBJ/box.obj"), big)
         assert response.status_code == 413
         assert response.json()["error"] == "too_large"
-        assert "big.obj" in response.json()["message"]
+        assert "big.obj" in response.json()["message"] and response.json()["file"] == "big.obj"
         tasks = await client.get("/api/tasks")
         assert tasks.json()["total"] == 0
     assert _stored_files(small_cap_server.settings.data_dir) == []
