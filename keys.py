@@ -43,6 +43,12 @@ def revoked_token(token_id: str) -> str:
     return f"{PREFIX}:revoked:{token_id}"
 
 
+def refresh_session(session_id: str) -> str:
+    """Hash with a TTL: a session's refresh credential (user, sha256 of the current and previous
+    secret, when it was last rotated), kept `KILN_SESSION_TTL` from its last use."""
+    return f"{PREFIX}:refresh:{session_id}"
+
+
 def batch_tasks(batch_id: str) -> str:
     """Sorted set: the tasks of one upload request, by creation time."""
     return f"{PREFIX}:batch:{batch_id}:tasks"

@@ -65,6 +65,8 @@ class Settings:
     port: int = 8000
     jwt_secret: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(48)))
     token_ttl: int = 900
+    session_ttl: int = 7 * 86400
+    refresh_grace: float = 10.0
     cookie_secure: bool = False
     max_upload_bytes: int = 1 * GiB
     max_files_per_upload: int = 100
@@ -125,13 +127,21 @@ class Settings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("KILN_DATA_DIR", "").strip() or "var")
         secret = env.get("KILN_JWT_SECRET", "").strip() or load_or_create_secret(data_dir)
+        token_ttl = _int(env, "KILN_TOKEN_TTL", 900, minimum=10)
+        session_ttl = _int(env, "KILN_SESSION_TTL", max(7 * 86400, token_ttl), minimum=60)
+        if session_ttl < token_ttl:
+            raise SettingsError(
+                f"KILN_SESSION_TTL ({session_ttl}) must be at least KILN_TOKEN_TTL ({token_ttl})"
+            )
         return cls(
             redis_url=env.get("REDIS_URL", "").strip() or None,
             data_dir=data_dir,
             host=env.get("KILN_HOST", "").strip() or "127.0.0.1",
             port=_int(env, "KILN_PORT", 8000),
             jwt_secret=Secret(secret),
-            token_ttl=_int(env, "KILN_TOKEN_TTL", 900, minimum=10),
+            token_ttl=token_ttl,
+            session_ttl=session_ttl,
+            refresh_grace=_float(env, "KILN_REFRESH_GRACE", 10.0),
             cookie_secure=_bool(env, "KILN_COOKIE_SECURE", False),
             max_upload_bytes=_int(env, "KILN_MAX_UPLOAD_BYTES", 1 * GiB, minimum=1),
             max_files_per_upload=_int(env, "KILN_MAX_FILES_PER_UPLOAD", 100, minimum=1),
