@@ -1,4 +1,4 @@
-"""Sign in, refresh and sign out: tokens in the JSON body and in an HttpOnly SameSite cookie."""
+"""Sign in, refresh and sign out: an access token (body and cookie) and a refresh cookie."""
 
 from __future__ import annotations
 
@@ -11,12 +11,25 @@ from starlette.routing import Route
 import keys
 from api.deps import read_json, require_user, services
 from api.errors import ApiError
-from auth.backend import COOKIE_NAME
+from auth.backend import COOKIE_NAME, SignedIn
+from auth.refresh import COOKIE_NAME as REFRESH_COOKIE
+from auth.refresh import COOKIE_PATH as REFRESH_PATH
+from auth.refresh import RefreshSessions
 from auth.tokens import IssuedToken
 from ids import new_id
 
 
-def _token_response(request: Request, issued: IssuedToken) -> JSONResponse:
+def _session_expired() -> ApiError:
+    return ApiError(401, "session_expired", "the session has ended; sign in again")
+
+
+def _sessions(request: Request) -> RefreshSessions:
+    kiln = services(request)
+    return RefreshSessions(kiln.redis, kiln.settings.session_ttl, kiln.settings.refresh_grace)
+
+
+def _token_response(request: Request, issued: IssuedToken, refresh_cookie: str | None) -> Response:
+    settings = services(request).settings
     response = JSONResponse({
         "access_token": issued.token,
         "token_type": "bearer",
@@ -24,8 +37,13 @@ def _token_response(request: Request, issued: IssuedToken) -> JSONResponse:
     }, headers={"Cache-Control": "no-store"})
     response.set_cookie(
         COOKIE_NAME, issued.token, max_age=issued.expires_in, path="/", httponly=True,
-        samesite="strict", secure=services(request).settings.cookie_secure,
+        samesite="strict", secure=settings.cookie_secure,
     )
+    if refresh_cookie is not None:
+        response.set_cookie(
+            REFRESH_COOKIE, refresh_cookie, max_age=settings.session_ttl, path=REFRESH_PATH,
+            httponly=True, samesite="strict", secure=settings.cookie_secure,
+        )
     return response
 
 
@@ -38,28 +56,54 @@ async def login(request: Request) -> Response:
     user = await kiln.accounts.authenticate(name, password[:4096])
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong user name or password")
-    return _token_response(request, kiln.tokens.issue(user.id, new_id()))
+    session_id = new_id()
+    issued = kiln.tokens.issue(user.id, session_id)
+    return _token_response(request, issued, await _sessions(request).start(user.id, session_id))
 
 
-async def _revoke(request: Request) -> None:
-    signed_in = require_user(request)
+async def _revoke(request: Request, signed_in: SignedIn) -> None:
     ttl = max(1, signed_in.claims.expires_at - int(time.time()) + 1)
     await services(request).redis.set(keys.revoked_token(signed_in.claims.token_id), "1", ex=ttl)
 
 
 async def refresh(request: Request) -> Response:
-    """A new token for the same session; the old one stops working."""
-    signed_in = require_user(request)
-    issued = services(request).tokens.issue(signed_in.user.id, signed_in.claims.session_id)
-    await _revoke(request)
-    return _token_response(request, issued)
+    """A new access token for the same session, from a valid access token or, once it has
+    expired, from the refresh cookie; either way the refresh secret is rotated."""
+    kiln = services(request)
+    sessions = _sessions(request)
+    if isinstance(request.user, SignedIn):
+        signed_in = request.user
+        user_id, session_id = signed_in.user.id, signed_in.claims.session_id
+        issued = kiln.tokens.issue(user_id, session_id)
+        cookie = await sessions.start(user_id, session_id)
+        await _revoke(request, signed_in)
+        return _token_response(request, issued, cookie)
+    presented = request.cookies.get(REFRESH_COOKIE)
+    renewal = await sessions.renew(presented) if presented else None
+    if renewal is None:
+        raise _session_expired()
+    if await kiln.accounts.get(renewal.user_id) is None:
+        await sessions.end(renewal.session_id)
+        raise _session_expired()
+    issued = kiln.tokens.issue(renewal.user_id, renewal.session_id)
+    return _token_response(request, issued, renewal.cookie)
 
 
 async def logout(request: Request) -> Response:
-    await _revoke(request)
+    """End the session: its access token and its refresh credential (either one is enough)."""
+    sessions = _sessions(request)
+    if isinstance(request.user, SignedIn):
+        await _revoke(request, request.user)
+        await sessions.end(request.user.claims.session_id)
+    else:
+        presented = request.cookies.get(REFRESH_COOKIE)
+        if not presented or not await sessions.end_by_cookie(presented):
+            raise _session_expired()
+    secure = services(request).settings.cookie_secure
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
-                           secure=services(request).settings.cookie_secure)
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure)
+    response.delete_cookie(REFRESH_COOKIE, path=REFRESH_PATH, httponly=True, samesite="strict",
+                           secure=secure)
     return response
 
 
