@@ -1,123 +1,89 @@
-// Kiln's page: sign in, upload files, watch this session's tasks over one EventSource.
-// The session lives in an HttpOnly cookie; this script never sees or stores a token. A token
-// cannot be refreshed once it has expired, so the page refreshes it ahead of time; the stream,
-// which the server ends when the old token expires, then resumes on the new cookie by itself.
+// Kiln's page: sign in, drop files, watch this session's tasks over one EventSource.
+// Modules: session.js (requests, token refresh), stream.js (the EventSource and its recovery),
+// uploads.js (drop zone, per-file progress, refusals), board.js (batches and task cards),
+// stats.js (result tables), turntable.js (the sprite scrubber), format.js (helpers).
 // Everything that comes from the server is written with textContent, never as HTML.
-"use strict";
 
-const ACTIVE = new Set(["PENDING", "STARTED", "PROGRESS", "RETRY"]);
-const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-const RETRYABLE = new Set(["FAILURE", "REVOKED"]);
-const THUMBNAIL = "thumbnail.png";
-const MAX_RECONNECT_DELAY_MS = 30000;
-const SESSION_ENDED = "Your session has ended: sign in again.";
-const REFRESH_AT = 0.75; // of a token's lifetime
-const REFRESH_RETRY_MS = 5000;
+import { Board } from "./board.js";
+import { element, plural, setText } from "./format.js";
+import { errorBody, Session } from "./session.js";
+import { TaskStream } from "./stream.js";
+import { filesOfDrop, filesOfInput, Uploader } from "./uploads.js";
 
+const QUEUE_POLL_MS = 2000;
+const OLDER_PAGE = 25;
+const UNREACHABLE_RETRY_MS = [1000, 2000, 5000, 10000, 30000];
+
+const $ = (id) => document.getElementById(id);
 const ui = {
-  loading: document.getElementById("loading"),
-  signIn: document.getElementById("sign-in"),
-  app: document.getElementById("app"),
-  account: document.getElementById("account"),
-  whoami: document.getElementById("whoami"),
-  connection: document.getElementById("connection"),
-  signOut: document.getElementById("sign-out"),
-  upload: document.getElementById("upload"),
-  empty: document.getElementById("empty"),
-  list: document.getElementById("tasks"),
+  loading: $("loading"),
+  unreachable: $("unreachable"),
+  tryAgain: $("try-again"),
+  signIn: $("sign-in"),
+  app: $("app"),
+  account: $("account"),
+  whoami: $("whoami"),
+  connection: $("connection"),
+  signOut: $("sign-out"),
+  drop: $("drop"),
+  fileInput: $("file-input"),
+  folderInput: $("folder-input"),
+  uploads: $("uploads"),
+  status: $("status"),
+  empty: $("empty"),
+  batches: $("batches"),
+  older: $("older"),
+  olderCount: $("older-count"),
+  showOlder: $("show-older"),
 };
 
 const page = {
-  cards: new Map(), // task_id -> {task, root, parts}
-  source: null, // the one EventSource, or null
-  lastEventId: null, // where a new EventSource resumes after a refresh
-  reconnectDelay: 0, // grows while the stream cannot be reopened, back to 0 once it opens
-  reconnectTimer: null,
-  refreshing: null, // the refresh in flight: concurrent callers share it
-  refreshTimer: null, // the next refresh ahead of expiry
+  queueTimer: null,
+  queueAvailable: true, // false once GET /api/queue answered 404 (an older server)
+  ticker: null,
+  unreachableTries: 0,
+  unreachableTimer: null,
+  signedIn: false,
 };
 
-// ---- HTTP --------------------------------------------------------------------------------
+const session = new Session({ onExpired: (message) => leave(message) });
 
-async function errorMessage(response) {
-  try {
-    const body = await response.json();
-    if (body && typeof body.message === "string") return body.message;
-  } catch {
-    // not JSON: fall through to the status line
-  }
-  return `The server answered ${response.status} ${response.statusText}`.trim();
-}
+const board = new Board({
+  root: ui.batches,
+  now: () => session.now(),
+  announce,
+  onAction: act,
+  onChange: () => {
+    ui.empty.hidden = board.size > 0;
+    const hidden = board.hidden;
+    ui.older.hidden = hidden === 0;
+    setText(ui.olderCount, hidden ? `${plural(hidden, "older task")} not shown` : "");
+    planQueuePoll();
+  },
+});
 
-function request(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" } };
-  if (body instanceof FormData) {
-    init.body = body;
-  } else if (body !== undefined) {
-    init.body = JSON.stringify(body);
-    init.headers["Content-Type"] = "application/json";
-  }
-  return fetch(path, init);
-}
+const stream = new TaskStream({
+  onSnapshot: (snapshot) => board.applySnapshot(snapshot.tasks || []),
+  onTask: (event) => {
+    board.applyEvent(event, fetchTask);
+    planQueuePoll();
+  },
+  onState: setConnection,
+  refresh: () => session.refresh(),
+  onExpired: () => session.expired(),
+});
 
-// A request that survives an expired token: one refresh, then one more try.
-async function call(method, path, body) {
-  const response = await request(method, path, body);
-  if (response.status !== 401) return response;
-  return (await refreshSession()) ? request(method, path, body) : response;
-}
-
-// True with a new cookie; false (and back to the sign-in form) when the session is over;
-// throws when the server cannot say (network down, 5xx), so the caller can try again later.
-function refreshSession() {
-  if (page.refreshing === null) {
-    page.refreshing = (async () => {
-      try {
-        const response = await request("POST", "/api/auth/refresh");
-        if (response.ok) {
-          planRefresh((await response.json()).expires_in);
-          return true;
-        }
-        if (response.status === 401) {
-          leave(SESSION_ENDED);
-          return false;
-        }
-        throw new Error(await errorMessage(response));
-      } finally {
-        page.refreshing = null;
-      }
-    })();
-  }
-  return page.refreshing;
-}
-
-function planRefresh(secondsLeft) {
-  clearTimeout(page.refreshTimer);
-  const delay = Math.max(1, secondsLeft * REFRESH_AT) * 1000;
-  page.refreshTimer = setTimeout(refreshAhead, delay);
-}
-
-async function refreshAhead() {
-  try {
-    await refreshSession();
-  } catch {
-    page.refreshTimer = setTimeout(refreshAhead, REFRESH_RETRY_MS);
-  }
-}
-
-// Seconds the token of a /api/auth/me answer has left, by the server's clock where it says.
-function secondsLeft(me, response) {
-  const served = Date.parse(response.headers.get("Date") || "");
-  const now = Number.isNaN(served) ? Date.now() : served;
-  return me.expires_at - now / 1000;
-}
+const uploader = new Uploader({
+  list: ui.uploads,
+  session,
+  announce,
+  onAccepted: (batch) => board.noteUpload(batch),
+});
 
 // ---- screens -----------------------------------------------------------------------------
 
 function show(screen) {
-  ui.loading.hidden = true;
-  ui.signIn.hidden = screen !== ui.signIn;
-  ui.app.hidden = screen !== ui.app;
+  for (const node of [ui.loading, ui.unreachable, ui.signIn, ui.app]) node.hidden = node !== screen;
   ui.account.hidden = screen !== ui.app;
 }
 
@@ -125,36 +91,69 @@ function say(form, text) {
   form.querySelector(".message").textContent = text;
 }
 
+function announce(text) {
+  // a fresh node each time, so the same words twice are read twice
+  ui.status.replaceChildren(element("span", "", text));
+}
+
+function setConnection(state) {
+  const labels = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
+    offline: "server unreachable", closed: "" };
+  setText(ui.connection, labels[state] ?? state);
+  ui.connection.dataset.state = state;
+}
+
 async function enter() {
+  clearTimeout(page.unreachableTimer);
   let response;
   try {
-    response = await request("GET", "/api/auth/me");
+    response = await session.request("GET", "/api/auth/me");
+    if (response.status === 401 && await session.refresh()) {
+      response = await session.request("GET", "/api/auth/me");
+    }
   } catch {
-    show(ui.signIn);
-    say(ui.signIn, "Kiln cannot be reached; reload the page to try again.");
+    unreachable();
     return;
   }
+  if (response.status >= 500) {
+    unreachable();
+    return;
+  }
+  page.unreachableTries = 0;
   if (!response.ok) {
     show(ui.signIn);
-    say(ui.signIn, response.status === 401 ? "" : await errorMessage(response));
+    say(ui.signIn, response.status === 401 ? "" : (await errorBody(response)).message);
+    ui.signIn.elements.username.focus();
     return;
   }
+  session.noteClock(response);
   const me = await response.json();
-  planRefresh(secondsLeft(me, response));
-  ui.whoami.textContent = me.username;
-  say(ui.upload, "");
-  clearCards();
-  page.lastEventId = null;
+  session.planRefresh(me.expires_at - session.now());
+  page.signedIn = true;
+  setText(ui.whoami, me.username);
+  board.clear();
   show(ui.app);
-  openStream();
+  clearInterval(page.ticker);
+  page.ticker = setInterval(() => board.tick(), 1000);
+  stream.open(false);
+}
+
+function unreachable() {
+  show(ui.unreachable);
+  const delay = UNREACHABLE_RETRY_MS[Math.min(page.unreachableTries, UNREACHABLE_RETRY_MS.length - 1)];
+  page.unreachableTries += 1;
+  page.unreachableTimer = setTimeout(enter, delay);
 }
 
 function leave(message) {
-  clearTimeout(page.refreshTimer);
-  page.refreshTimer = null;
-  closeStream();
-  clearCards();
-  page.lastEventId = null;
+  page.signedIn = false;
+  session.stopRefreshTimer();
+  stream.stop();
+  clearInterval(page.ticker);
+  clearTimeout(page.queueTimer);
+  page.queueTimer = null;
+  board.clear();
+  ui.uploads.replaceChildren();
   show(ui.signIn);
   say(ui.signIn, message);
   ui.signIn.elements.username.focus();
@@ -167,12 +166,12 @@ async function onSignIn(event) {
   say(form, "");
   button.disabled = true;
   try {
-    const response = await request("POST", "/api/auth/login", {
+    const response = await session.request("POST", "/api/auth/login", {
       username: form.elements.username.value,
       password: form.elements.password.value,
     });
     if (!response.ok) {
-      say(form, await errorMessage(response));
+      say(form, (await errorBody(response)).message);
       form.elements.password.select();
       return;
     }
@@ -187,293 +186,144 @@ async function onSignIn(event) {
 
 async function onSignOut() {
   try {
-    await request("POST", "/api/auth/logout");
+    await session.request("POST", "/api/auth/logout");
   } catch {
     // the cookie will expire on its own; the page forgets the session either way
   }
   leave("");
 }
 
-async function onUpload(event) {
-  event.preventDefault();
-  const form = ui.upload;
-  const files = form.elements.file.files;
-  if (files.length === 0) return;
-  const body = new FormData();
-  for (const file of files) body.append("file", file, file.name);
-  const button = form.querySelector("button[type=submit]");
-  button.disabled = true;
-  say(form, `Uploading ${plural(files.length, "file")}…`);
+// ---- tasks -------------------------------------------------------------------------------
+
+async function fetchTask(taskId) {
   try {
-    const response = await call("POST", "/api/uploads", body);
+    const response = await session.call("GET", `/api/tasks/${encodeURIComponent(taskId)}`);
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+async function act(task, action) {
+  const card = board.cards.get(task.task_id);
+  const button = card && card[action];
+  if (button) button.disabled = true;
+  board.setNotice(task.task_id, "");
+  try {
+    const response = await session.call(
+      "POST", `/api/tasks/${encodeURIComponent(task.task_id)}/${action}`);
+    if (!response.ok) board.setNotice(task.task_id, (await errorBody(response)).message);
+  } catch {
+    board.setNotice(task.task_id, `The ${action} did not reach Kiln; try again.`);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+async function showOlder() {
+  ui.showOlder.disabled = true;
+  try {
+    const offset = board.size;
+    const response = await session.call("GET", `/api/tasks?limit=${OLDER_PAGE}&offset=${offset}`);
     if (!response.ok) {
-      say(form, await errorMessage(response));
+      announce((await errorBody(response)).message);
       return;
     }
-    const batch = await response.json();
-    say(form, `Uploaded ${plural(batch.tasks.length, "file")}.`);
-    form.reset();
+    const page_ = await response.json();
+    board.addOlder(page_.tasks || [], Number(page_.total) || 0);
   } catch {
-    say(form, "The upload did not reach Kiln; try again.");
+    announce("Older tasks could not be loaded; try again.");
   } finally {
-    button.disabled = false;
+    ui.showOlder.disabled = false;
   }
 }
 
-// ---- the event stream --------------------------------------------------------------------
+// Queue positions are polled only while some card waits, and not at all from a server without
+// GET /api/queue.
+function planQueuePoll() {
+  if (page.queueTimer !== null || !page.queueAvailable || !page.signedIn) return;
+  if (!board.hasQueued()) return;
+  page.queueTimer = setTimeout(pollQueue, 0);
+}
 
-function openStream() {
-  closeStream();
-  const url = page.lastEventId === null
-    ? "/api/events"
-    : `/api/events?last_event_id=${encodeURIComponent(page.lastEventId)}`;
-  const source = new EventSource(url);
-  page.source = source;
-  setConnection("connecting");
-  // Events from a source this page has since replaced are ignored.
-  source.addEventListener("open", () => {
-    if (page.source !== source) return;
-    page.reconnectDelay = 0;
-    setConnection("live");
+async function pollQueue() {
+  try {
+    const response = await session.call("GET", "/api/queue");
+    if (response.status === 404) {
+      page.queueAvailable = false;
+    } else if (response.ok) {
+      const standing = await response.json();
+      board.setQueue(standing.positions || {}, standing.queued);
+    }
+  } catch {
+    // the stream's indicator already says the server is unreachable
+  }
+  page.queueTimer = null;
+  if (page.signedIn && page.queueAvailable && board.hasQueued()) {
+    page.queueTimer = setTimeout(pollQueue, QUEUE_POLL_MS);
+  }
+}
+
+// ---- the drop zone -----------------------------------------------------------------------
+
+function onDrop(event) {
+  event.preventDefault();
+  ui.drop.classList.remove("over");
+  filesOfDrop(event.dataTransfer)
+    .then((files) => uploader.add(files))
+    .catch(() => announce("The dropped folder could not be read."));
+}
+
+function wireDropZone() {
+  let depth = 0; // dragenter/dragleave fire for every child crossed
+  ui.drop.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    depth += 1;
+    ui.drop.classList.add("over");
   });
-  source.addEventListener("snapshot", (event) => {
-    if (page.source !== source) return;
-    page.lastEventId = event.lastEventId;
-    applySnapshot(JSON.parse(event.data));
+  ui.drop.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) ui.drop.classList.remove("over");
   });
-  source.addEventListener("task", (event) => {
-    if (page.source !== source) return;
-    page.lastEventId = event.lastEventId;
-    applyTask(JSON.parse(event.data));
+  ui.drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
   });
-  source.addEventListener("error", () => {
-    if (page.source !== source) return;
-    if (source.readyState === EventSource.CLOSED) {
-      // Refused (401 once the token has expired, or a 5xx): EventSource gives up for good.
-      scheduleResume();
-    } else {
-      setConnection("reconnecting"); // EventSource retries by itself with Last-Event-ID
+  ui.drop.addEventListener("drop", (event) => {
+    depth = 0;
+    onDrop(event);
+  });
+  // a file dropped beside the zone must not make the browser navigate away
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (!ui.app.hidden && !ui.drop.contains(event.target)) onDrop(event);
+  });
+  ui.drop.addEventListener("keydown", (event) => {
+    if (event.target !== ui.drop) return;
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      ui.fileInput.click();
     }
   });
-}
-
-function closeStream() {
-  clearTimeout(page.reconnectTimer);
-  page.reconnectTimer = null;
-  if (page.source !== null) {
-    page.source.close();
-    page.source = null;
+  for (const input of [ui.fileInput, ui.folderInput]) {
+    input.addEventListener("change", () => {
+      uploader.add(filesOfInput(input));
+      input.value = "";
+    });
   }
-}
-
-function scheduleResume() {
-  closeStream();
-  setConnection("reconnecting");
-  const delay = page.reconnectDelay;
-  page.reconnectDelay = Math.min(Math.max(delay * 2, 1000), MAX_RECONNECT_DELAY_MS);
-  page.reconnectTimer = setTimeout(resume, delay);
-}
-
-async function resume() {
-  page.reconnectTimer = null;
-  try {
-    if (await refreshSession()) openStream();
-  } catch {
-    setConnection("offline");
-    scheduleResume();
-  }
-}
-
-function setConnection(state) {
-  ui.connection.textContent = state;
-  ui.connection.dataset.state = state;
-}
-
-// ---- task cards --------------------------------------------------------------------------
-
-function clearCards() {
-  page.cards.clear();
-  ui.list.replaceChildren();
-  ui.empty.hidden = false;
-}
-
-function applySnapshot(snapshot) {
-  clearCards();
-  for (const task of snapshot.tasks) {
-    const card = createCard(task);
-    ui.list.append(card.root); // the snapshot lists the newest first
-  }
-  ui.empty.hidden = page.cards.size > 0;
-}
-
-function applyTask(event) {
-  const { type: _type, ...change } = event;
-  const card = page.cards.get(change.task_id);
-  if (card === undefined) {
-    ui.list.prepend(createCard(change).root);
-    ui.empty.hidden = true;
-    return;
-  }
-  if (!TERMINAL.has(change.state)) {
-    // running (again, after a retry): the last outcome no longer holds
-    Object.assign(card.task, { result: null, artifacts: [], error: null });
-  }
-  Object.assign(card.task, change);
-  card.parts.notice.textContent = "";
-  render(card);
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function createCard(task) {
-  const root = element("li", "card");
-  root.dataset.taskId = task.task_id;
-  const parts = {
-    filename: element("span", "filename"),
-    kind: element("span", "kind"),
-    state: element("span", "state"),
-    progress: element("progress"),
-    stage: element("span", "stage"),
-    attempt: element("span", "attempt"),
-    stats: element("p", "stats"),
-    artifacts: element("div", "artifacts"),
-    error: element("p", "error"),
-    notice: element("p", "notice"),
-    cancel: element("button", "cancel", "Cancel"),
-    retry: element("button", "retry", "Retry"),
-  };
-  parts.progress.max = 1;
-  parts.cancel.type = "button";
-  parts.retry.type = "button";
-  parts.cancel.addEventListener("click", () => act(card, "cancel"));
-  parts.retry.addEventListener("click", () => act(card, "retry"));
-
-  const head = element("div", "head");
-  head.append(parts.filename, parts.kind, parts.state);
-  const meter = element("div", "meter");
-  meter.append(parts.progress, parts.stage, parts.attempt);
-  const actions = element("div", "actions");
-  actions.append(parts.cancel, parts.retry);
-  root.append(head, meter, parts.stats, parts.artifacts, parts.error, parts.notice, actions);
-
-  const card = { task: { ...task }, root, parts, artifactsKey: "" };
-  page.cards.set(task.task_id, card);
-  render(card);
-  return card;
-}
-
-function render(card) {
-  const { task, root, parts } = card;
-  const state = task.state || "PENDING";
-  root.dataset.state = state;
-  root.dataset.kind = task.kind || "";
-  parts.filename.textContent = task.filename || task.task_id;
-  parts.filename.title = task.filename || "";
-  parts.kind.textContent = task.kind || "";
-  parts.state.textContent = state;
-  parts.progress.value = state === "SUCCESS" ? 1 : clamp(Number(task.progress) || 0);
-  parts.stage.textContent = task.stage || "";
-  parts.attempt.textContent = task.attempt ? `attempt ${task.attempt}` : "";
-
-  const stats = state === "SUCCESS" ? describe(task) : "";
-  parts.stats.textContent = stats;
-  parts.stats.hidden = stats === "";
-
-  const message = TERMINAL.has(state) ? failureMessage(task.error) : "";
-  parts.error.textContent = message;
-  parts.error.hidden = message === "";
-
-  renderArtifacts(card, state === "SUCCESS" ? task.artifacts || [] : []);
-  parts.notice.hidden = parts.notice.textContent === "";
-  parts.cancel.hidden = !ACTIVE.has(state);
-  parts.retry.hidden = !RETRYABLE.has(state);
-}
-
-function describe(task) {
-  const result = task.result || {};
-  if (task.kind === "mesh" && result.vertices !== undefined) {
-    return `${plural(result.vertices, "vertex", "vertices")} · ${plural(result.faces, "face")}`;
-  }
-  if (task.kind === "texture" && result.width !== undefined) {
-    return `${result.width}×${result.height} px`;
-  }
-  return "";
-}
-
-function failureMessage(error) {
-  if (!error) return "";
-  if (typeof error === "string") return error;
-  return error.message || error.code || "";
-}
-
-function renderArtifacts(card, artifacts) {
-  // Rebuilt only when the list changes, so a thumbnail is not fetched again on every event.
-  const key = JSON.stringify(artifacts.map((a) => [a.name, a.size]));
-  if (key === card.artifactsKey) return;
-  card.artifactsKey = key;
-  const box = card.parts.artifacts;
-  box.replaceChildren();
-  box.hidden = artifacts.length === 0;
-  for (const artifact of artifacts) {
-    const href = artifact.url || artifactUrl(card.task.task_id, artifact.name);
-    if (artifact.name === THUMBNAIL) {
-      const image = element("img", "thumbnail");
-      image.src = href;
-      image.alt = `thumbnail of ${card.task.filename}`;
-      box.append(image);
-    }
-    const link = element("a", "artifact", artifact.name);
-    link.href = href;
-    link.download = artifact.name;
-    if (artifact.size !== undefined) link.append(element("span", "size", ` ${bytes(artifact.size)}`));
-    box.append(link);
-  }
-}
-
-async function act(card, action) {
-  const button = card.parts[action];
-  button.disabled = true;
-  card.parts.notice.textContent = "";
-  try {
-    const response = await call(
-      "POST", `/api/tasks/${encodeURIComponent(card.task.task_id)}/${action}`);
-    if (!response.ok) card.parts.notice.textContent = await errorMessage(response);
-  } catch {
-    card.parts.notice.textContent = `The ${action} did not reach Kiln; try again.`;
-  } finally {
-    button.disabled = false;
-    card.parts.notice.hidden = card.parts.notice.textContent === "";
-  }
-}
-
-// ---- formatting --------------------------------------------------------------------------
-
-function artifactUrl(taskId, name) {
-  return `/api/tasks/${encodeURIComponent(taskId)}/artifacts/${encodeURIComponent(name)}`;
-}
-
-function clamp(fraction) {
-  return Math.min(1, Math.max(0, fraction));
-}
-
-function plural(count, one, many = `${one}s`) {
-  return `${Number(count).toLocaleString()} ${count === 1 ? one : many}`;
-}
-
-function bytes(size) {
-  if (size < 1024) return `${size} B`;
-  if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
-  return `${(size / (1024 * 1024)).toFixed(1)} MB`;
 }
 
 // ---- start -------------------------------------------------------------------------------
 
 ui.signIn.addEventListener("submit", onSignIn);
 ui.signOut.addEventListener("click", onSignOut);
-ui.upload.addEventListener("submit", onUpload);
+ui.tryAgain.addEventListener("click", () => {
+  page.unreachableTries = 0;
+  enter();
+});
+ui.showOlder.addEventListener("click", showOlder);
+wireDropZone();
+// For the console and the browser tests: the page's parts, no secrets (there are none here).
+window.kiln = { board, stream, session, uploader };
 enter();

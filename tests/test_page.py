@@ -1,165 +1,150 @@
-"""The web page in a real browser: headless Chromium signs in, uploads, watches tasks finish."""
+"""The web page in a real browser: headless Chromium signs in, drops files, watches tasks finish.
+
+One browser and one live server (real pipelines, with stand-ins for files named `spin-…` and
+`slow-…`) serve the whole module; each test signs in as its own user, so sessions never mix.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import corpus
-from tests.live import LiveServer
+from tests.browser import (
+    STAND_INS,
+    by_name,
+    drop,
+    page_errors,
+    screenshot,
+    sign_in,
+    start_browser,
+    wait,
+    wait_for_cards,
+    wait_live,
+)
+from tests.conftest import RedisProcess, corpus, make_settings
+from tests.live import LiveServer, start_live_server
 from tests.users import add_user
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-PASSWORD = "correct horse battery"
-WAIT_SECONDS = 30
-FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--window-size=1000,760",
-]
+_users = itertools.count(1)
 
-# What the page shows, read in one go (no stale elements while cards re-render).
-READ_CARDS = """
-return [...document.querySelectorAll("#tasks .card")].map((card) => {
-  const image = card.querySelector("img.thumbnail");
-  return {
-    task_id: card.dataset.taskId,
-    filename: card.querySelector(".filename").textContent,
-    kind: card.dataset.kind,
-    state: card.dataset.state,
-    stats: card.querySelector(".stats").textContent,
-    thumbnail: image && image.complete ? image.naturalWidth : null,
-    links: [...card.querySelectorAll("a.artifact")].map((a) => a.getAttribute("href")),
-  };
-});
-"""
+
+@pytest.fixture(scope="module")
+def page_server(redis_process: RedisProcess,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = make_settings(redis_process.url, tmp_path_factory.mktemp("page") / "data")
+    server = start_live_server(settings, pipelines=STAND_INS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    driver = start_browser(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: run scripts/test, which installs "
-                    "Debian's chromium and chromium-driver", pytrace=False)
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # A driver path given to Service keeps Selenium Manager from looking for (or fetching) one.
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def user(page_server: LiveServer) -> str:
+    """A user of its own for each test (the module's Redis is not flushed between tests)."""
+    name = f"artist{next(_users)}"
+    asyncio.run(add_user(page_server.settings.redis_url or "", name))
+    return name
 
 
-def _sign_in(browser: WebDriver, url: str, username: str, password: str) -> None:
-    browser.get(url + "/")
-    form = WebDriverWait(browser, WAIT_SECONDS).until(
-        ec.visibility_of_element_located((By.ID, "sign-in")))
-    form.find_element(By.NAME, "username").send_keys(username)
-    form.find_element(By.NAME, "password").send_keys(password)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+@pytest.fixture
+def signed_in(browser: WebDriver, page_server: LiveServer, user: str) -> WebDriver:
+    browser.get_log("browser")  # type: ignore[no-untyped-call]  # forget earlier tests' lines
+    sign_in(browser, page_server.url, user)
+    wait_live(browser)
+    return browser
 
 
-def _cards(browser: WebDriver) -> list[dict[str, Any]]:
-    cards: list[dict[str, Any]] = browser.execute_script(READ_CARDS)
-    return cards
+def named_copy(tmp_path: Path, source: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copyfile(source, target)
+    return target
 
 
-def _wait_for_success(browser: WebDriver, names: set[str], why: str) -> list[dict[str, Any]]:
-    """The cards once every one named has succeeded and its thumbnail (if any) has loaded."""
-    cards: list[dict[str, Any]] = []
-
-    def finished(driver: WebDriver) -> bool:
-        nonlocal cards
-        cards = _cards(driver)
-        done = {c["filename"] for c in cards if c["state"] == "SUCCESS"
-                and (c["kind"] != "texture" or c["thumbnail"] is not None)}
-        return names <= done
-
-    WebDriverWait(browser, WAIT_SECONDS).until(finished, why)
-    return cards
-
-
-def _page_errors(browser: WebDriver) -> list[str]:
-    """Console errors (a CSP violation, an exception) other than the expected 401 answers."""
-    log = browser.get_log("browser")  # type: ignore[no-untyped-call]
-    return [entry["message"] for entry in log
-            if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]]
-
-
-def test_upload_and_watch_both_tasks_succeed_then_reload(browser: WebDriver,
-                                                         live_server: LiveServer,
-                                                         redis_url: str) -> None:
-    asyncio.run(add_user(redis_url, "alice"))
-    wait = WebDriverWait(browser, WAIT_SECONDS)
-    _sign_in(browser, live_server.url, "alice", PASSWORD)
-    wait.until(ec.text_to_be_present_in_element((By.ID, "connection"), "live"))
-    assert browser.find_element(By.ID, "whoami").text == "alice"
-
-    mesh, texture = corpus("OBJ/box.obj"), corpus("Collada/duckCM.tga")
-    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(
-        f"{mesh}\n{texture}")
-    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
-    names = {mesh.name, texture.name}
-    cards = _wait_for_success(browser, names, "both cards should reach SUCCESS")
-
-    by_name = {c["filename"]: c for c in cards}
-    assert len(cards) == 2
-    assert re.search(r"\b8 vertices\b", by_name["box.obj"]["stats"])
-    assert re.search(r"\b12 faces\b", by_name["box.obj"]["stats"])
-    assert re.fullmatch(r"\d+×\d+ px", by_name["duckCM.tga"]["stats"])
-    assert by_name["duckCM.tga"]["thumbnail"] > 0
-    task_id = by_name["duckCM.tga"]["task_id"]
-    links = by_name["duckCM.tga"]["links"]
-    assert f"/api/tasks/{task_id}/artifacts/thumbnail.png" in links
-    assert f"/api/tasks/{task_id}/artifacts/mip-0-512x512.webp" in links
-
-    browser.refresh()
-    wait.until(ec.text_to_be_present_in_element((By.ID, "connection"), "live"))
-    again = _wait_for_success(browser, names, "the snapshot should bring both cards back")
-    assert sorted((c["task_id"], c["filename"], c["state"]) for c in again) == sorted(
-        (c["task_id"], c["filename"], "SUCCESS") for c in cards)
-    assert {c["filename"]: c["stats"] for c in again} == {c["filename"]: c["stats"] for c in cards}
-    assert next(c for c in again if c["filename"] == "duckCM.tga")["thumbnail"] > 0
-    mesh_id = by_name["box.obj"]["task_id"]
-    mesh_card = browser.find_element(By.CSS_SELECTOR, f'.card[data-task-id="{mesh_id}"]')
-    assert mesh_card.find_element(By.CSS_SELECTOR, ".stats").is_displayed()
-    assert not browser.find_elements(By.CSS_SELECTOR, ".card button.cancel:not([hidden])")
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / "page-success.png"))
-    assert _page_errors(browser) == []
-
-
-def test_wrong_password_shows_the_servers_message(browser: WebDriver, live_server: LiveServer,
-                                                  redis_url: str) -> None:
-    asyncio.run(add_user(redis_url, "alice"))
-    refused = httpx.post(live_server.url + "/api/auth/login",
-                         json={"username": "alice", "password": "wrong"})
+def test_signed_out_page_shows_the_form_and_the_servers_message(
+        browser: WebDriver, page_server: LiveServer, user: str) -> None:
+    refused = httpx.post(page_server.url + "/api/auth/login",
+                         json={"username": user, "password": "wrong"})
     assert refused.status_code == 401
-    _sign_in(browser, live_server.url, "alice", "wrong")
+    sign_in(browser, page_server.url, user, "wrong")
     message = (By.CSS_SELECTOR, "#sign-in .message")
-    WebDriverWait(browser, WAIT_SECONDS).until(
-        ec.text_to_be_present_in_element(message, refused.json()["message"]))
-    assert browser.find_element(*message).text == refused.json()["message"]
+    wait(browser).until(ec.text_to_be_present_in_element(message, refused.json()["message"]))
     assert not browser.find_element(By.ID, "app").is_displayed()
-    assert _page_errors(browser) == []
+    screenshot(browser, "page-signed-out.png")
+    assert page_errors(browser) == []
+
+
+def test_three_dropped_files_succeed_with_previews_stats_and_a_turntable(
+        signed_in: WebDriver) -> None:
+    browser = signed_in
+    assert browser.find_element(By.ID, "empty").is_displayed()
+    files = [corpus("OBJ/box.obj"), corpus("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb"),
+             corpus("Collada/duckCM.tga")]
+    drop(browser, files)
+    names = {f.name for f in files}
+
+    def all_done(found: list[dict[str, Any]]) -> bool:
+        done = {c["filename"] for c in found if c["state"] == "SUCCESS" and c["thumbnail"]}
+        return done == names and len(found) == 3
+
+    found = wait_for_cards(browser, all_done, "every card should succeed with its thumbnail")
+    assert len({c["batch_id"] for c in found}) == 1, "one drop is one batch"
+    summary = browser.find_element(By.CSS_SELECTOR, ".batch .batch-summary")
+    assert summary.text == "3 of 3 done"
+    assert not browser.find_element(By.ID, "empty").is_displayed()
+
+    cards_by_name = by_name(found)
+    box = dict(cards_by_name["box.obj"]["stats"])
+    assert box["Vertices"] == "8"
+    assert box["Faces"] == "12"
+    assert box["Dimensions"] == "1 × 1 × 1"
+    assert box["Watertight"] == "yes"
+    assert box["Bounds"] == "(-0.5, -0.5, -0.5) → (0.5, 0.5, 0.5)"
+    texture = dict(cards_by_name["duckCM.tga"]["stats"])
+    assert texture["Size"] == "512 × 512 px"
+    assert texture["Power of two"] == "yes"
+    assert texture["Mip chain"].startswith("10 levels")
+    for card in found:
+        assert card["thumbnail"] > 0
+        assert re.fullmatch(r"\d+\.\d s|\d+:\d\d", card["elapsed"]), card["elapsed"]
+    tid = cards_by_name["duckCM.tga"]["task_id"]
+    assert f"/api/tasks/{tid}/artifacts/mip-0-512x512.webp" in cards_by_name["duckCM.tga"]["links"]
+    mesh_id = cards_by_name["box.obj"]["task_id"]
+    assert {f"/api/tasks/{mesh_id}/artifacts/{name}"
+            for name in ("thumbnail.png", "model.glb", "turntable.png")} <= set(
+        cards_by_name["box.obj"]["links"])
+
+    # the turntable: focus it, step with the arrow keys, then scrub with the mouse
+    turntable = browser.find_element(
+        By.CSS_SELECTOR, f'.card[data-task-id="{mesh_id}"] .preview.turntable')
+    assert turntable.get_attribute("data-frame") == "0"
+    browser.execute_script("arguments[0].focus()", turntable)
+    wait(browser).until(lambda d: "loaded" in (turntable.get_attribute("class") or ""))
+    turntable.send_keys(Keys.ARROW_RIGHT)
+    turntable.send_keys(Keys.ARROW_RIGHT)
+    assert turntable.get_attribute("data-frame") == "2"
+    turntable.send_keys(Keys.ARROW_LEFT)
+    assert turntable.get_attribute("data-frame") == "1"
+    turntable.send_keys(Keys.END)
+    assert turntable.get_attribute("data-frame") == "23"
+    browser.execute_script(
+        "arguments[0].closest('.card').querySelector('details').open = true", turntable)
+    screenshot(browser, "page-success.png")
+    assert page_errors(browser) == []

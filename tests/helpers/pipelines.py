@@ -43,3 +43,44 @@ def spin_forever(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
 def crash(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     progress("load", 0.5)
     os.abort()
+
+
+def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """One stage of 20 steps over about four seconds: a finite task a test can watch move."""
+    for i in range(20):
+        _work(0.2)
+        progress("steps", (i + 1) / 20)
+    return {"stats": {"bytes": Path(payload["source"]).stat().st_size, "steps": 20},
+            "artifacts": []}
+
+
+def _stand_in(payload: dict[str, Any]) -> Any:
+    """The stand-in a file's name asks for (`spin-…`, `slow-…`), or None for the real pipeline."""
+    name = str(payload.get("main", ""))
+    if name.startswith("spin"):
+        return spin_forever
+    if name.startswith("slow"):
+        return slow_steps
+    return None
+
+
+def named_mesh(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The real mesh pipeline, unless the model's file name asks for a stand-in (`spin-box.obj`)."""
+    stand_in = _stand_in(payload)
+    if stand_in is not None:
+        result: dict[str, Any] = stand_in(payload, progress)
+        return result
+    from tasks.mesh import process
+
+    return process(payload, progress)
+
+
+def named_texture(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The real texture pipeline, unless the image's file name asks for a stand-in."""
+    stand_in = _stand_in(payload)
+    if stand_in is not None:
+        result: dict[str, Any] = stand_in(payload, progress)
+        return result
+    from tasks.texture import describe
+
+    return describe(payload, progress)

@@ -1,0 +1,210 @@
+"""Helpers of the browser tests: headless Chromium, signing in, reading cards, dropping files."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from server import build_app
+from settings import Settings
+from tests.live import LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+PASSWORD = "correct horse battery"
+WAIT_SECONDS = 30
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--window-size=1280,900",
+]
+STAND_INS = {"mesh": "tests.helpers.pipelines:named_mesh",
+             "texture": "tests.helpers.pipelines:named_texture"}
+"""The real pipelines, except for files named `spin-…` (forever) or `slow-…` (about 4 s)."""
+
+# What the page shows, read in one go (no stale elements while cards re-render).
+READ_CARDS = """
+return [...document.querySelectorAll("#batches .card")].map((card) => {
+  const image = card.querySelector("img.thumbnail");
+  const table = card.querySelector("table.stats");
+  return {
+    task_id: card.dataset.taskId,
+    batch_id: card.closest(".batch").dataset.batchId,
+    filename: card.querySelector(".filename").textContent,
+    kind: card.dataset.kind,
+    state: card.dataset.state,
+    progress: Number(card.dataset.progress),
+    stage: card.querySelector(".stage").textContent,
+    queue: card.querySelector(".queue").textContent,
+    elapsed: card.querySelector(".elapsed").textContent,
+    error: card.querySelector(".error").textContent,
+    stats: table ? [...table.rows].map((r) => [r.cells[0].textContent, r.cells[1].textContent])
+                 : [],
+    thumbnail: image && image.complete ? image.naturalWidth : null,
+    links: [...card.querySelectorAll("a.artifact")].map((a) => a.getAttribute("href")),
+  };
+});
+"""
+
+# Files chosen in a throwaway input (send_keys), dropped on the zone as a real DataTransfer.
+MAKE_PICKER = """
+let input = document.getElementById("test-picker");
+if (!input) {
+  input = document.createElement("input");
+  input.type = "file"; input.multiple = true; input.id = "test-picker";
+  input.className = "visually-hidden";
+  document.body.append(input);
+}
+input.value = "";
+"""
+DROP_PICKED = """
+const input = document.getElementById("test-picker");
+const data = new DataTransfer();
+for (const file of input.files) data.items.add(file);
+const zone = document.getElementById("drop");
+for (const type of ["dragenter", "dragover", "drop"]) {
+  zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+}
+input.value = "";
+"""
+
+# Every state the connection indicator goes through, from now on.
+WATCH_CONNECTION = """
+window.connectionStates = [document.getElementById("connection").dataset.state];
+new MutationObserver(() => {
+  window.connectionStates.push(document.getElementById("connection").dataset.state);
+}).observe(document.getElementById("connection"), {attributes: true});
+"""
+
+# The signed-in session's tasks as the server lists them (the page's cookie).
+FETCH_TASKS = """
+const done = arguments[arguments.length - 1];
+fetch("/api/tasks?limit=200", {headers: {Accept: "application/json"}})
+  .then((r) => r.json()).then((body) => done(body.tasks), (e) => done(String(e)));
+"""
+
+
+def start_browser(profile: Path) -> WebDriver:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not found: run scripts/test, which installs "
+                    "Debian's chromium and chromium-driver", pytrace=False)
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # A driver path given to Service keeps Selenium Manager from looking for (or fetching) one.
+    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+def wait(browser: WebDriver, seconds: float = WAIT_SECONDS) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(browser, seconds)
+
+
+def sign_out_everywhere(browser: WebDriver, url: str) -> None:
+    """A clean page for the next test: no cookies, the sign-in form."""
+    browser.get(url + "/")
+    browser.delete_all_cookies()
+    browser.get(url + "/")
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
+
+
+def sign_in(browser: WebDriver, url: str, username: str, password: str = PASSWORD) -> None:
+    sign_out_everywhere(browser, url)
+    form = browser.find_element(By.ID, "sign-in")
+    form.find_element(By.NAME, "username").send_keys(username)
+    form.find_element(By.NAME, "password").send_keys(password)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def wait_live(browser: WebDriver) -> None:
+    wait(browser).until(ec.text_to_be_present_in_element_attribute(
+        (By.ID, "connection"), "data-state", "live"))
+
+
+def cards(browser: WebDriver) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = browser.execute_script(READ_CARDS)
+    return found
+
+
+def wait_for_cards(browser: WebDriver, check: Callable[[list[dict[str, Any]]], bool], why: str,
+                   seconds: float = WAIT_SECONDS) -> list[dict[str, Any]]:
+    """The cards once `check` holds for them."""
+    seen: list[dict[str, Any]] = []
+
+    def holds(driver: WebDriver) -> bool:
+        nonlocal seen
+        seen = cards(driver)
+        return check(seen)
+
+    wait(browser, seconds).until(holds, why)
+    return seen
+
+
+def by_name(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["filename"]: c for c in found}
+
+
+def drop(browser: WebDriver, paths: list[Path]) -> None:
+    """Drop these files on the drop zone, as one drop."""
+    browser.execute_script(MAKE_PICKER)
+    browser.find_element(By.ID, "test-picker").send_keys("\n".join(str(p) for p in paths))
+    browser.execute_script(DROP_PICKED)
+
+
+def server_tasks(browser: WebDriver) -> list[dict[str, Any]]:
+    tasks = browser.execute_async_script(FETCH_TASKS)
+    assert isinstance(tasks, list), tasks
+    return tasks
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / name))
+
+
+def page_errors(browser: WebDriver) -> list[str]:
+    """Console errors (a CSP violation, an exception) other than expected refusals."""
+    log = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    expected = ("status of 401", "status of 415", "status of 413", "status of 400",
+                "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING")
+    return [entry["message"] for entry in log
+            if entry["level"] == "SEVERE" and not any(e in entry["message"] for e in expected)]
+
+
+def serve_on(settings: Settings, port: int, *, pipelines: Mapping[str, str] | None = None,
+             timeout: float = 60) -> LiveServer:
+    """A live server on a chosen port (tests/live.py picks a free one): to stop and restart it."""
+    app = build_app(settings, pipelines=pipelines)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app, loop="asyncio", lifespan="on", log_level="warning",
+                            timeout_graceful_shutdown=1, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.01)  # waiting for uvicorn's startup in its thread
+    return LiveServer(f"http://127.0.0.1:{port}", settings, server, thread)
