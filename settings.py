@@ -92,6 +92,7 @@ class Settings:
     lod_min_faces: int = 10_000
     thumbnail_size: int = 512
     turntable_frames: int = 24
+    task_threads: int = 2
 
     def pipeline_limits(self) -> dict[str, int | float]:
         """The limits a pipeline receives in its payload (the child process has no Settings)."""
@@ -103,6 +104,7 @@ class Settings:
             "lod_min_faces": self.lod_min_faces,
             "thumbnail_size": self.thumbnail_size,
             "turntable_frames": self.turntable_frames,
+            "threads": self.task_threads,
         }
 
     @property
@@ -167,6 +169,7 @@ class Settings:
             lod_min_faces=_int(env, "KILN_LOD_MIN_FACES", 10_000, minimum=1),
             thumbnail_size=_int(env, "KILN_THUMBNAIL_SIZE", 512, minimum=16),
             turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
+            task_threads=_int(env, "KILN_TASK_THREADS", 2, minimum=1),
         )
 
 

@@ -376,3 +376,18 @@ def test_one_core_or_two_make_the_same_model(tmp_path: Path) -> None:
     # the fork's progress is reported in its place: the stages stay in order
     assert list(dict.fromkeys(s for s, _ in one_events)) == list(
         dict.fromkeys(s for s, _ in two_events))
+
+
+def test_one_thread_forks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from settings import Settings
+
+    def no_fork() -> int:
+        raise AssertionError("KILN_TASK_THREADS=1 must run every stage in the child itself")
+
+    threads = Settings.from_env({"KILN_DATA_DIR": str(tmp_path), "KILN_JWT_SECRET": "x" * 32,
+                                 "KILN_TASK_THREADS": "1"}).pipeline_limits()["threads"]
+    monkeypatch.setattr("os.fork", no_fork)
+    files: Files = {"engine.glb": "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"}
+    result, _ = run(tmp_path, files, "glb", full=True, threads=threads, turntable_frames=2)
+    assert [lod["name"] for lod in result["stats"]["lods"]] == ["model-lod1.glb",
+                                                                 "model-lod2.glb"]
