@@ -17,6 +17,7 @@ const LABEL = {
   SUCCESS: "done", FAILURE: "failed", REVOKED: "cancelled",
 };
 export const MAX_CARDS = 100;
+const SHOWN_LINKS = 4; // artifact links shown before "N more files"
 
 // The stages each pipeline goes through, in order: a stage's own fraction becomes the whole
 // task's progress. A stage not listed here (a stand-in pipeline) shows its own fraction.
@@ -447,7 +448,7 @@ class Card {
     const task = this.task;
     const artifacts = success ? task.artifacts || [] : [];
     const key = success ? JSON.stringify([task.attempt, artifacts.map((a) => [a.name, a.size])])
-      : `${task.state}`;
+      : `${task.state} ${task.format || ""}`;
     if (key === this.outcomeKey) return;
     this.outcomeKey = key;
     this.preview.replaceChildren();
@@ -485,15 +486,26 @@ class Card {
     }
     this.links.replaceChildren();
     this.links.hidden = artifacts.length === 0;
-    for (const artifact of artifacts) {
+    // the first few links in view, the rest (a texture's mip chain) folded away
+    let target = this.links;
+    artifacts.forEach((artifact, index) => {
+      if (index === SHOWN_LINKS && artifacts.length > SHOWN_LINKS + 1) {
+        const more = element("details", "more");
+        more.append(element("summary", "", `${artifacts.length - SHOWN_LINKS} more files`));
+        target = element("ul");
+        more.append(target);
+        const holder = element("li", "more-holder");
+        holder.append(more);
+        this.links.append(holder);
+      }
       const item = element("li");
       const link = element("a", "artifact", artifact.name);
       link.href = artifact.url || artifactUrl(task.task_id, artifact.name);
       link.download = artifact.name;
       item.append(link);
       if (artifact.size !== undefined) item.append(element("span", "size", bytes(artifact.size)));
-      this.links.append(item);
-    }
+      target.append(item);
+    });
   }
 }
 

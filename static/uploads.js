@@ -8,7 +8,7 @@ import { bytes, clamp, element, plural, setText } from "./format.js";
 import { errorBody } from "./session.js";
 
 const KEEP_UPLOADS = 8; // finished drops kept in the list
-const FORGET_SENT_MS = 6000; // a drop that went through leaves the list after this
+const FORGET_SENT_MS = 4000; // a drop that went through leaves the list after this
 const JUNK = /^(\.|thumbs\.db$|desktop\.ini$|__macosx$)/i; // not assets: skipped in folders
 
 /** Every file of a drop, directories walked; call synchronously from the drop event. */

@@ -120,8 +120,8 @@ def wait(browser: WebDriver, seconds: float = WAIT_SECONDS) -> WebDriverWait[Web
 
 def sign_out_everywhere(browser: WebDriver, url: str) -> None:
     """A clean page for the next test: no cookies, the sign-in form."""
-    browser.get(url + "/")
-    browser.delete_all_cookies()
+    # WebDriver's delete_all_cookies misses kiln_refresh, whose path is /api/auth
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
     browser.get(url + "/")
     wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
 

@@ -22,11 +22,13 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 
 from tests.browser import (
+    PASSWORD,
     STAND_INS,
     by_name,
     drop,
     page_errors,
     screenshot,
+    server_tasks,
     sign_in,
     start_browser,
     wait,
@@ -65,11 +67,26 @@ def user(page_server: LiveServer) -> str:
 
 
 @pytest.fixture
-def signed_in(browser: WebDriver, page_server: LiveServer, user: str) -> WebDriver:
+def signed_in(browser: WebDriver, page_server: LiveServer, user: str) -> Iterator[WebDriver]:
     browser.get_log("browser")  # type: ignore[no-untyped-call]  # forget earlier tests' lines
     sign_in(browser, page_server.url, user)
     wait_live(browser)
-    return browser
+    yield browser
+    # a stand-in left spinning would hold one of the module's two worker slots
+    browser.execute_script("window.kiln && window.kiln.stream.stop()")
+    browser.execute_async_script(CANCEL_ALL)
+
+
+CANCEL_ALL = """
+const done = arguments[arguments.length - 1];
+fetch("/api/tasks?limit=200").then((r) => r.json()).then(async (body) => {
+  for (const task of body.tasks || []) {
+    if (!["SUCCESS", "FAILURE", "REVOKED"].includes(task.state)) {
+      await fetch(`/api/tasks/${task.task_id}/cancel`, {method: "POST"});
+    }
+  }
+}).then(() => done(null), () => done(null));
+"""
 
 
 def named_copy(tmp_path: Path, source: Path, name: str) -> Path:
@@ -147,4 +164,147 @@ def test_three_dropped_files_succeed_with_previews_stats_and_a_turntable(
     browser.execute_script(
         "arguments[0].closest('.card').querySelector('details').open = true", turntable)
     screenshot(browser, "page-success.png")
+    assert page_errors(browser) == []
+
+
+def test_a_refused_file_shows_the_servers_message_and_the_rest_of_the_drop_is_sent(
+        signed_in: WebDriver, page_server: LiveServer, user: str) -> None:
+    browser = signed_in
+    orphan = corpus("OBJ/cube_usemtl.mtl")
+    with httpx.Client(base_url=page_server.url) as client:
+        client.post("/api/auth/login", json={"username": user, "password": PASSWORD})
+        refused = client.post("/api/uploads", files=[("file", (orphan.name, orphan.read_bytes()))])
+    assert refused.status_code == 415
+    assert refused.json()["file"] == orphan.name
+    drop(browser, [corpus("OBJ/box.obj"), orphan, corpus("Collada/duckCM.tga")])
+
+    row = '.upload-file[data-state="refused"]'
+    wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, f"{row} .message"),
+                                                         refused.json()["message"]))
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} .name").text == orphan.name
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "SUCCESS" for c in cs), "the other two files should be sent and succeed")
+    assert {c["filename"] for c in found} == {"box.obj", "duckCM.tga"}
+    wait(browser).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, ".upload .summary"), "2 of 3 sent, 1 refused"))
+    assert browser.find_element(By.CSS_SELECTOR, ".batch-summary").text == "2 of 2 done"
+    assert page_errors(browser) == []
+
+
+def test_a_folder_uploads_as_one_model_with_its_textures_and_shows_each_files_progress(
+        signed_in: WebDriver, tmp_path: Path) -> None:
+    browser = signed_in
+    folder = tmp_path / "spider"
+    folder.mkdir()
+    for name in ("spider.obj", "spider.mtl", "SpiderTex.jpg", "drkwood2.jpg", "engineflare1.jpg",
+                 "wal67ar_small.jpg", "wal69ar_small.jpg"):
+        shutil.copyfile(corpus(f"OBJ/{name}"), folder / name)
+    (folder / ".DS_Store").write_bytes(b"junk a folder walk must skip")
+    # slow the upload down so that the bytes can be seen going out file by file
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1,
+        "uploadThroughput": 120 * 1024})
+    try:
+        browser.find_element(By.ID, "folder-input").send_keys(str(folder))
+        partly = (
+            "const rows = [...document.querySelectorAll('.upload-file')];"
+            "const p = rows.map((r) => Number(r.dataset.progress));"
+            "return p.length === 7 && p.some((x) => x > 0 && x < 1) ? p : null;")
+        progress = wait(browser).until(lambda d: d.execute_script(partly))
+        screenshot(browser, "page-uploading.png")
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    # the bytes are split over the files in the order they are sent
+    moving = next(i for i, p in enumerate(progress) if 0 < p < 1)
+    assert all(p == 1 for p in progress[:moving]) and all(p == 0 for p in progress[moving + 1:])
+    found = wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                           "the folder should become one mesh task", seconds=60)
+    stats = dict(found[0]["stats"])
+    assert found[0]["filename"] == "spider.obj"
+    assert stats["Missing textures"] == "none"
+    assert page_errors(browser) == []
+
+
+def test_queue_position_while_two_tasks_spin_then_cancel_them(
+        signed_in: WebDriver, tmp_path: Path) -> None:
+    browser = signed_in
+    box = corpus("OBJ/box.obj")
+    drop(browser, [named_copy(tmp_path, box, f"spin-{x}.obj") for x in "ab"])
+    wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "PROGRESS" for c in cs), "both spinners should run")
+    drop(browser, [box])
+    found = wait_for_cards(browser, lambda cs: any(
+        c["filename"] == "box.obj" and c["queue"].startswith("#1 ") for c in cs),
+        "the box should wait first in the queue behind the two spinners")
+    assert by_name(found)["box.obj"]["state"] == "PENDING"
+    # elapsed time ticks while a task runs
+    spinning = by_name(found)["spin-a.obj"]
+    wait_for_cards(browser, lambda cs: by_name(cs)["spin-a.obj"]["elapsed"] not in (
+        "", spinning["elapsed"]), "the elapsed time should tick")
+    screenshot(browser, "page-running-queued.png")
+
+    for name in ("spin-a.obj", "spin-b.obj"):
+        tid = by_name(found)[name]["task_id"]
+        browser.find_element(By.CSS_SELECTOR, f'.card[data-task-id="{tid}"] button.cancel').click()
+        wait_for_cards(browser, lambda cs: by_name(cs)[name]["state"] == "REVOKED",  # noqa: B023
+                       f"{name} should be revoked")
+    found = wait_for_cards(browser, lambda cs: by_name(cs)["box.obj"]["state"] == "SUCCESS",
+                           "the box should run once a slot is free")
+    assert by_name(found)["box.obj"]["queue"] == ""
+    assert [c["state"] for c in found if c["filename"].startswith("spin")] == ["REVOKED"] * 2
+    cancelled = browser.find_element(
+        By.CSS_SELECTOR, f'.card[data-task-id="{by_name(found)["spin-a.obj"]["task_id"]}"]')
+    assert cancelled.find_element(By.CSS_SELECTOR, "button.retry").is_displayed()
+    assert not cancelled.find_element(By.CSS_SELECTOR, "button.cancel").is_displayed()
+    summaries = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".batch-summary")]
+    assert summaries == ["1 of 1 done", "0 of 2 done, 2 cancelled"]
+    assert page_errors(browser) == []
+
+
+def test_a_failed_task_shows_its_error_and_can_be_retried(signed_in: WebDriver) -> None:
+    browser = signed_in
+    drop(browser, [corpus("invalid/malformed.obj")])
+    found = wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "FAILURE",
+                           "the malformed OBJ should fail")
+    tid = found[0]["task_id"]
+    with_code = re.fullmatch(r".+ \(([a-z_]+)\)", found[0]["error"])
+    assert with_code, found[0]["error"]
+    screenshot(browser, "page-failure.png")
+    card = browser.find_element(By.CSS_SELECTOR, f'.card[data-task-id="{tid}"]')
+    card.find_element(By.CSS_SELECTOR, "button.retry").click()
+    wait(browser).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, f'.card[data-task-id="{tid}"] .attempt'), "attempt 2"))
+    found = wait_for_cards(browser, lambda cs: cs[0]["state"] == "FAILURE",
+                           "the retry should fail again")
+    assert len(found) == 1 and found[0]["error"].endswith(f"({with_code.group(1)})")
+    assert browser.find_element(By.CSS_SELECTOR, ".batch-summary").text == "0 of 1 done, 1 failed"
+    assert page_errors(browser) == []
+
+
+def test_a_reload_mid_task_shows_exactly_the_servers_tasks_and_the_bar_keeps_moving(
+        signed_in: WebDriver, tmp_path: Path) -> None:
+    browser = signed_in
+    drop(browser, [corpus("OBJ/box.obj")])
+    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                   "the box should succeed")
+    drop(browser, [named_copy(tmp_path, corpus("OBJ/box.obj"), "slow-box.obj")])
+    wait_for_cards(browser, lambda cs: len(cs) == 2 and 0.1 < by_name(cs)["slow-box.obj"][
+        "progress"] < 0.6, "the slow task should be under way")
+    browser.refresh()
+    wait_live(browser)
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2, "both cards should come back")
+    before = by_name(found)["slow-box.obj"]["progress"]
+    assert by_name(found)["slow-box.obj"]["state"] == "PROGRESS"
+    listed = server_tasks(browser)
+    assert sorted(c["task_id"] for c in found) == sorted(t["task_id"] for t in listed)
+    wait_for_cards(browser, lambda cs: by_name(cs)["slow-box.obj"]["progress"] > before,
+                   "the bar should keep moving after the reload")
+    found = wait_for_cards(browser, lambda cs: all(c["state"] == "SUCCESS" for c in cs),
+                           "the slow task should finish")
+    assert len(found) == 2
+    listed = server_tasks(browser)
+    assert sorted((c["task_id"], c["state"]) for c in found) == sorted(
+        (t["task_id"], t["state"]) for t in listed)
     assert page_errors(browser) == []
