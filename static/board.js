@@ -220,9 +220,9 @@ export class Board {
       batch = new Batch(id, Number(task.created) || this.now());
       this.batches.set(id, batch);
       // newest batch first
-      const after = [...this.batches.values()].find(
-        (b) => b !== batch && b.root.isConnected && b.created < batch.created);
-      this.root.insertBefore(batch.root, after ? after.root : null);
+      const after = [...this.root.children].find(
+        (node) => node.kiln && node.kiln.created < batch.created);
+      this.root.insertBefore(batch.root, after || null);
     }
     return batch;
   }
@@ -261,6 +261,7 @@ class Batch {
     this.created = created;
     this.cards = new Set();
     this.root = element("section", "batch");
+    this.root.kiln = this;
     this.root.dataset.batchId = id;
     const head = element("header", "batch-head");
     this.title = element("h2", "batch-title");

@@ -24,10 +24,13 @@ from selenium.webdriver.support import expected_conditions as ec
 from tests.browser import (
     PASSWORD,
     STAND_INS,
+    WATCH_CONNECTION,
     by_name,
+    cards,
     drop,
     page_errors,
     screenshot,
+    serve_on,
     server_tasks,
     sign_in,
     start_browser,
@@ -35,7 +38,7 @@ from tests.browser import (
     wait_for_cards,
     wait_live,
 )
-from tests.conftest import RedisProcess, corpus, make_settings
+from tests.conftest import RedisProcess, corpus, free_port, make_settings
 from tests.live import LiveServer, start_live_server
 from tests.users import add_user
 
@@ -308,3 +311,114 @@ def test_a_reload_mid_task_shows_exactly_the_servers_tasks_and_the_bar_keeps_mov
     assert sorted((c["task_id"], c["state"]) for c in found) == sorted(
         (t["task_id"], t["state"]) for t in listed)
     assert page_errors(browser) == []
+
+
+@pytest.fixture
+def own_server(redis_process: RedisProcess, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A server of this test's own on a fixed port, which the test may stop and start again."""
+    box: dict[str, Any] = {"port": free_port(), "server": None,
+                           "settings": make_settings(redis_process.url, tmp_path / "data",
+                                                     token_ttl=5)}
+
+    def start() -> LiveServer:
+        server = serve_on(box["settings"], box["port"], pipelines=STAND_INS)
+        box["server"] = server
+        return server
+
+    box["start"] = start
+    yield box
+    if box["server"] is not None and box["server"].thread.is_alive():
+        box["server"].stop()
+
+
+def _states(browser: WebDriver) -> list[str]:
+    states: list[str] = browser.execute_script("return window.connectionStates")
+    return states
+
+
+def test_the_stream_resumes_when_the_server_comes_back(
+        browser: WebDriver, own_server: dict[str, Any]) -> None:
+    server: LiveServer = own_server["start"]()
+    asyncio.run(add_user(server.settings.redis_url or "", "returning"))
+    sign_in(browser, server.url, "returning")
+    wait_live(browser)
+    drop(browser, [corpus("Collada/duckCM.tga")])
+    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                   "the texture should succeed")
+    browser.execute_script(WATCH_CONNECTION)
+    server.stop()
+    wait(browser).until(lambda d: d.find_element(By.ID, "connection").get_attribute(
+        "data-state") in ("reconnecting", "offline"))
+    screenshot(browser, "page-reconnecting.png")
+    server = own_server["start"]()
+    wait_live(browser)
+    drop(browser, [corpus("OBJ/box.obj")])
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "SUCCESS" for c in cs), "new events should arrive after the restart")
+    assert sorted(c["task_id"] for c in found) == sorted(
+        t["task_id"] for t in server_tasks(browser))
+    assert "live" in _states(browser)[1:]
+    assert page_errors(browser) == []
+
+
+def test_an_expired_token_is_refreshed_the_stream_resumes_and_a_reload_keeps_the_session(
+        browser: WebDriver, own_server: dict[str, Any]) -> None:
+    server: LiveServer = own_server["start"]()
+    asyncio.run(add_user(server.settings.redis_url or "", "sleepy"))
+    sign_in(browser, server.url, "sleepy")
+    wait_live(browser)
+    # the page would refresh ahead of the expiry: stop that, and lose the access token
+    browser.execute_script("window.kiln.session.stopRefreshTimer()")
+    browser.execute_script(WATCH_CONNECTION)
+    browser.delete_cookie("kiln_token")
+    # the server ends the stream when the token expires; EventSource then meets a 401
+    wait(browser).until(lambda d: "reconnecting" in _states(d), "the stream should drop")
+    wait_live(browser)
+    assert browser.find_element(By.ID, "app").is_displayed()
+    drop(browser, [corpus("OBJ/box.obj")])
+    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                   "events should still arrive after the refresh")
+
+    # a reload after the access token expired keeps the session through the refresh cookie
+    browser.execute_script("window.kiln.session.stopRefreshTimer()")
+    expired = """
+    const done = arguments[arguments.length - 1];
+    fetch("/api/auth/me").then((r) => done(r.status), () => done(0));
+    """
+    wait(browser).until(lambda d: d.execute_async_script(expired) == 401,
+                        "the access token should expire")
+    browser.refresh()
+    wait_live(browser)
+    assert browser.find_element(By.ID, "whoami").text == "sleepy"
+    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                   "the snapshot should bring the card back")
+
+    # signing out ends the session: a reload shows the form again
+    browser.find_element(By.ID, "sign-out").click()
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
+    browser.refresh()
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
+    assert not browser.find_element(By.ID, "app").is_displayed()
+    assert page_errors(browser) == []
+
+
+def test_the_board_keeps_at_most_its_limit_of_cards_and_pages_older_ones_in(
+        signed_in: WebDriver) -> None:
+    browser = signed_in
+    browser.execute_script("window.kiln.board.limit = 2")
+    texture = corpus("Collada/duckCM.tga")
+    for count in (1, 2, 3):
+        drop(browser, [texture])
+        wait_for_cards(browser, lambda cs: min(count, 2) == len(cs) and all(  # noqa: B023
+            c["state"] == "SUCCESS" for c in cs), "each texture should succeed")
+    listed = server_tasks(browser)
+    assert len(listed) == 3
+    found = cards(browser)
+    assert [c["task_id"] for c in found] == [t["task_id"] for t in listed[:2]]
+    older = browser.find_element(By.ID, "older")
+    assert older.is_displayed()
+    assert browser.find_element(By.ID, "older-count").text == "1 older task not shown"
+    browser.find_element(By.ID, "show-older").click()
+    found = wait_for_cards(browser, lambda cs: len(cs) == 3, "the older task should come back")
+    assert [c["task_id"] for c in found] == [t["task_id"] for t in listed]
+    assert not older.is_displayed()
