@@ -24,6 +24,7 @@ const ui = {
   account: $("account"),
   whoami: $("whoami"),
   connection: $("connection"),
+  banner: $("banner"),
   signOut: $("sign-out"),
   drop: $("drop"),
   fileInput: $("file-input"),
@@ -101,6 +102,8 @@ function setConnection(state) {
     offline: "server unreachable", closed: "" };
   setText(ui.connection, labels[state] ?? state);
   ui.connection.dataset.state = state;
+  ui.banner.hidden = state !== "reconnecting" && state !== "offline";
+  ui.banner.dataset.state = state;
 }
 
 async function enter() {

@@ -175,9 +175,17 @@ def server_tasks(browser: WebDriver) -> list[dict[str, Any]]:
     return tasks
 
 
-def screenshot(browser: WebDriver, name: str) -> None:
+def screenshot(browser: WebDriver, name: str, height: int | None = None) -> None:
+    """Saved under tests/artifacts/; `height` makes the window taller for this one picture."""
     ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / name))
+    size = browser.get_window_size()
+    if height is not None:
+        browser.set_window_size(size["width"], height)
+    try:
+        browser.save_screenshot(str(ARTIFACTS / name))
+    finally:
+        if height is not None:
+            browser.set_window_size(size["width"], size["height"])
 
 
 def page_errors(browser: WebDriver) -> list[str]:

@@ -166,7 +166,7 @@ def test_three_dropped_files_succeed_with_previews_stats_and_a_turntable(
     assert turntable.get_attribute("data-frame") == "23"
     browser.execute_script(
         "arguments[0].closest('.card').querySelector('details').open = true", turntable)
-    screenshot(browser, "page-success.png")
+    screenshot(browser, "page-success.png", height=1150)
     assert page_errors(browser) == []
 
 
@@ -246,7 +246,7 @@ def test_queue_position_while_two_tasks_spin_then_cancel_them(
     spinning = by_name(found)["spin-a.obj"]
     wait_for_cards(browser, lambda cs: by_name(cs)["spin-a.obj"]["elapsed"] not in (
         "", spinning["elapsed"]), "the elapsed time should tick")
-    screenshot(browser, "page-running-queued.png")
+    screenshot(browser, "page-running-queued.png", height=1250)
 
     for name in ("spin-a.obj", "spin-b.obj"):
         tid = by_name(found)[name]["task_id"]
@@ -315,10 +315,13 @@ def test_a_reload_mid_task_shows_exactly_the_servers_tasks_and_the_bar_keeps_mov
 
 @pytest.fixture
 def own_server(redis_process: RedisProcess, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A server of this test's own on a fixed port, which the test may stop and start again."""
+    """A server of this test's own on a fixed port, which the test may stop and start again.
+
+    It uses Redis database 1: the module's server, on database 0, has a worker of its own that
+    would otherwise take this server's jobs (and miss their files, in another data directory)."""
+    redis_url = redis_process.url.rsplit("/", 1)[0] + "/1"
     box: dict[str, Any] = {"port": free_port(), "server": None,
-                           "settings": make_settings(redis_process.url, tmp_path / "data",
-                                                     token_ttl=5)}
+                           "settings": make_settings(redis_url, tmp_path / "data", token_ttl=5)}
 
     def start() -> LiveServer:
         server = serve_on(box["settings"], box["port"], pipelines=STAND_INS)
