@@ -17,6 +17,7 @@ const LABEL = {
   SUCCESS: "done", FAILURE: "failed", REVOKED: "cancelled",
 };
 export const MAX_CARDS = 100;
+const MAX_EVICTED = 1000; // evicted ids remembered, so their late events do not bring them back
 const SHOWN_LINKS = 4; // artifact links shown before "N more files"
 
 // The stages each pipeline goes through, in order: a stage's own fraction becomes the whole
@@ -54,6 +55,8 @@ export class Board {
     this.extra = new Map(); // task_id -> {format, size} from upload answers, until its card comes
     this.queue = {}; // task_id -> position, from GET /api/queue
     this.queued = null; // jobs waiting in all, from GET /api/queue
+    this.evicted = new Set(); // ids of the newest evicted tasks, at most MAX_EVICTED
+    this.fetching = new Set(); // ids being read whole (GET /api/tasks/{id})
   }
 
   get size() {
@@ -74,6 +77,7 @@ export class Board {
     this.cards.clear();
     this.batches.clear();
     this.extra.clear();
+    this.evicted.clear();
     this.queue = {};
     this.known = 0;
     this.limit = MAX_CARDS;
@@ -99,9 +103,20 @@ export class Board {
     const { type: _type, ts, ...change } = event;
     const card = this.cards.get(change.task_id);
     if (card === undefined) {
+      const id = change.task_id;
+      // an evicted task stays away until it is queued again (a retry from another tab)
+      if (this.evicted.has(id) && !QUEUED.has(change.state)) return;
       if (change.state !== "PENDING") {
-        // first seen mid-life (evicted earlier, or another tab retried it): read it whole
-        const task = await fetchTask(change.task_id);
+        // first seen mid-life (evicted earlier, or retried elsewhere): read it whole, once
+        if (this.fetching.has(id)) return;
+        this.fetching.add(id);
+        this.evicted.delete(id);
+        let task;
+        try {
+          task = await fetchTask(id);
+        } finally {
+          this.fetching.delete(id);
+        }
         if (task !== null && !this.cards.has(task.task_id)) {
           this.known += 1;
           this.upsert(task, false);
@@ -147,6 +162,7 @@ export class Board {
     let added = 0;
     for (const task of tasks) {
       if (this.cards.has(task.task_id)) continue;
+      this.evicted.delete(task.task_id);
       this.upsert(task, true);
       added += 1;
     }
@@ -251,6 +267,8 @@ export class Board {
         if (better) victim = card;
       }
       this.remove(victim);
+      this.evicted.add(victim.task.task_id);
+      if (this.evicted.size > MAX_EVICTED) this.evicted.delete(this.evicted.values().next().value);
     }
   }
 }

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -164,6 +165,14 @@ def test_three_dropped_files_succeed_with_previews_stats_and_a_turntable(
     assert turntable.get_attribute("data-frame") == "1"
     turntable.send_keys(Keys.END)
     assert turntable.get_attribute("data-frame") == "23"
+    width = turntable.size["width"]
+    for fraction, frame in ((0.02, "0"), (0.52, "12"), (0.98, "23")):
+        ActionChains(browser).move_to_element_with_offset(
+            turntable, int(width * (fraction - 0.5)), 0).perform()
+        assert turntable.get_attribute("data-frame") == frame
+    turntable.send_keys(Keys.HOME)
+    for _ in range(5):
+        turntable.send_keys(Keys.ARROW_RIGHT)
     browser.execute_script(
         "arguments[0].closest('.card').querySelector('details').open = true", turntable)
     screenshot(browser, "page-success.png", height=1150)
