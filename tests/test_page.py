@@ -116,6 +116,13 @@ def test_three_dropped_files_succeed_with_previews_stats_and_a_turntable(
         signed_in: WebDriver) -> None:
     browser = signed_in
     assert browser.find_element(By.ID, "empty").is_displayed()
+    # after the account's button, the keyboard reaches the drop zone, then its two choosers
+    browser.execute_script("document.getElementById('sign-out').focus()")
+    focused = []
+    for _ in range(3):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused.append(browser.switch_to.active_element.get_attribute("id"))
+    assert focused == ["drop", "file-input", "folder-input"]
     files = [corpus("OBJ/box.obj"), corpus("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb"),
              corpus("Collada/duckCM.tga")]
     drop(browser, files)
