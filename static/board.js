@@ -418,7 +418,7 @@ class Card {
     setText(this.attempt, task.attempt > 1 ? `attempt ${task.attempt}` : "");
 
     this.overall = Math.max(this.overall, overallProgress(task));
-    const fraction = TERMINAL.has(state) && state !== "SUCCESS" ? this.overall : this.overall;
+    const fraction = this.overall;
     this.fill.style.transform = `scaleX(${fraction})`;
     this.bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
     this.bar.setAttribute("aria-label", `progress of ${name}`);

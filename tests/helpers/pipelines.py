@@ -46,9 +46,9 @@ def crash(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 
 def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """One stage of 20 steps over about four seconds: a finite task a test can watch move."""
+    """One stage of 20 steps over about five seconds: a finite task a test can watch move."""
     for i in range(20):
-        _work(0.2)
+        _work(0.25)
         progress("steps", (i + 1) / 20)
     return {"stats": {"bytes": Path(payload["source"]).stat().st_size, "steps": 20},
             "artifacts": []}
