@@ -207,6 +207,7 @@ def test_a_refused_file_shows_the_servers_message_and_the_rest_of_the_drop_is_se
     wait(browser).until(ec.text_to_be_present_in_element(
         (By.CSS_SELECTOR, ".upload .summary"), "2 of 3 sent, 1 refused"))
     assert browser.find_element(By.CSS_SELECTOR, ".batch-summary").text == "2 of 2 done"
+    screenshot(browser, "page-refused.png")
     assert page_errors(browser) == []
 
 
