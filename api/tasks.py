@@ -42,6 +42,8 @@ async def list_tasks(request: Request) -> Response:
         if not is_valid_id(batch):
             return JSONResponse({"tasks": [], "total": 0, "next_offset": None})
         index = keys.batch_tasks(batch)
+    elif request.query_params.get("scope") == "session":  # the tasks the session's stream carries
+        index = keys.session_stream(signed_in.claims.session_id).tasks
     else:
         index = keys.user_stream(signed_in.user.id).tasks
     records, total = await kiln.tasks.page(index, offset, limit)

@@ -227,7 +227,7 @@ async function showOlder() {
   ui.showOlder.disabled = true;
   try {
     const offset = board.size;
-    const response = await session.call("GET", `/api/tasks?limit=${OLDER_PAGE}&offset=${offset}`);
+    const response = await session.call("GET", `/api/tasks?scope=session&limit=${OLDER_PAGE}&offset=${offset}`);
     if (!response.ok) {
       announce((await errorBody(response)).message);
       return;

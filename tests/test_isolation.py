@@ -101,3 +101,18 @@ async def test_glob_characters_in_forced_session_ids_do_not_leak(redis_url: str,
     finally:
         await hub.close()
         await redis.aclose()
+
+
+async def test_a_session_scoped_listing_holds_only_that_sessions_tasks(
+    live_server: LiveServer, redis_url: str,
+) -> None:
+    await add_user(redis_url, "carol")
+    async with KilnClient(live_server.url) as laptop, KilnClient(live_server.url) as desktop:
+        await laptop.login("carol", "correct horse battery")
+        await desktop.login("carol", "correct horse battery")
+        here = (await laptop.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+        there = (await desktop.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+        everywhere = (await laptop.get("/api/tasks")).json()
+        assert {t["task_id"] for t in everywhere["tasks"]} == {here, there}
+        session = (await laptop.get("/api/tasks", params={"scope": "session"})).json()
+        assert [t["task_id"] for t in session["tasks"]] == [here] and session["total"] == 1
