@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -19,9 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from server import build_app
 from settings import Settings
-from tests.live import LiveServer
+from tests.live import LiveServer, start_live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -200,19 +195,5 @@ def page_errors(browser: WebDriver) -> list[str]:
 def serve_on(settings: Settings, port: int, *, pipelines: Mapping[str, str] | None = None,
              timeout: float = 60) -> LiveServer:
     """A live server on a chosen port (tests/live.py picks a free one): to stop and restart it."""
-    app = build_app(settings, pipelines=pipelines)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app, loop="asyncio", lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=1, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.01)  # waiting for uvicorn's startup in its thread
-    return LiveServer(f"http://127.0.0.1:{port}", settings, server, thread)
+    return start_live_server(settings, pipelines=pipelines, timeout=timeout, port=port,
+                             graceful_shutdown=1)

@@ -32,14 +32,16 @@ class LiveServer:
 
 
 def start_live_server(settings: Settings, *, pipelines: Mapping[str, str] | None = None,
-                      timeout: float = 60) -> LiveServer:
+                      timeout: float = 60, port: int = 0,
+                      graceful_shutdown: int = 2) -> LiveServer:
+    """The app on 127.0.0.1, on `port` (0: a free one; a given one lets a test restart it)."""
     app = build_app(settings, pipelines=pipelines)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, loop="asyncio", lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=2, access_log=False)
+                            timeout_graceful_shutdown=graceful_shutdown, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
