@@ -52,9 +52,10 @@ def analyse(payload: Payload, progress: Progress) -> Result:
 def process(payload: Payload, progress: Progress) -> Result:
     """Run the whole mesh pipeline on the task's files; see the module docstring.
 
-    The LODs are simplified in a fork of this process from the moment the model is welded,
-    while this one measures, draws the thumbnail and writes the web model; the turntable's frames
-    are then drawn on `threads` threads. Progress is reported from here only, stage by stage.
+    With `threads` > 1, the LODs are simplified in a fork of this process from the moment the
+    model is welded, while this one measures, draws the thumbnail and writes the web model (the
+    two cores are then both busy); the turntable's frames are drawn on `threads` threads.
+    Progress is reported from this thread only, stage by stage.
     """
     limits: dict[str, Any] = dict(payload.get("limits") or {})
     threads = max(1, int(limits.get("threads", THREADS)))
@@ -202,5 +203,6 @@ def _lod_surface(points: NDArray[np.float32], faces: NDArray[np.int32]) -> Surfa
 
 
 def _save_png(image: Image.Image, target: Path) -> dict[str, Any]:
-    image.save(target, format="PNG", optimize=False, compress_level=6)
+    # level 3: a third of level 6's time for a file 3% bigger (measured on a turntable sprite)
+    image.save(target, format="PNG", optimize=False, compress_level=3)
     return {"name": target.name, "media_type": "image/png", "size": target.stat().st_size}
