@@ -5,6 +5,8 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,42 @@ def test_leaving_the_block_kills_a_fork_nobody_waited_for(tmp_path: Path) -> Non
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):  # killed and reaped: not even a zombie is left
         os.kill(pid, 0)
+
+
+def test_the_fork_dies_with_its_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "fork.pid"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tests.tasks.test_forked import wait_forever\n"
+        "from tasks.forked import Forked\n"
+        f"fork = Forked(wait_forever, Path({str(pid_file)!r}))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the fork never started"
+            time.sleep(0.01)
+        fork_pid = int(pid_file.read_text())
+        parent.kill()  # SIGKILL to the parent alone, not its process group
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(fork_pid):
+            assert time.monotonic() < deadline, "the fork outlived its parent"
+            time.sleep(0.01)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if pid_file.exists() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # a failed run leaves no orphan
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
