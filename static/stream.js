@@ -18,6 +18,7 @@ export class TaskStream {
     this.delay = 0; // grows while the stream cannot be reopened, back to 0 once it opens
     this.timer = null;
     this.state = "closed";
+    this.generation = 0; // one more at each open() and stop(): a resume begun before is dropped
     window.addEventListener("online", () => {
       if (this.timer !== null) this.resumeNow();
     });
@@ -26,6 +27,7 @@ export class TaskStream {
   /** Opens the stream: from the start (a snapshot) unless `fromLastEvent`. */
   open(fromLastEvent = false) {
     this.close();
+    this.generation += 1;
     if (!fromLastEvent) this.lastEventId = null;
     const url = this.lastEventId === null
       ? "/api/events"
@@ -68,6 +70,7 @@ export class TaskStream {
   /** Stops for good (signed out). */
   stop() {
     this.close();
+    this.generation += 1;
     this.lastEventId = null;
     this.delay = 0;
     this.setState("closed");
@@ -84,14 +87,18 @@ export class TaskStream {
   async resumeNow() {
     clearTimeout(this.timer);
     this.timer = null;
+    const generation = this.generation;
     let refreshed;
     try {
       refreshed = await this.refresh();
     } catch {
+      if (generation !== this.generation) return;
       this.setState("offline");
       this.scheduleResume();
       return;
     }
+    // stopped (signed out), or opened afresh (signed in again) while the refresh was out
+    if (generation !== this.generation) return;
     if (refreshed) this.open(true);
     else this.onExpired();
   }
