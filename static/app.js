@@ -45,6 +45,7 @@ const page = {
   unreachableTries: 0,
   unreachableTimer: null,
   signedIn: false,
+  generation: 0, // one more at each sign-in and sign-out: answers for an earlier one are dropped
 };
 
 const session = new Session({ onExpired: (message) => leave(message) });
@@ -133,6 +134,7 @@ async function enter() {
   const me = await response.json();
   session.planRefresh(me.expires_at - session.now());
   page.signedIn = true;
+  page.generation += 1;
   setText(ui.whoami, me.username);
   board.clear();
   show(ui.app);
@@ -150,6 +152,7 @@ function unreachable() {
 
 function leave(message) {
   page.signedIn = false;
+  page.generation += 1;
   session.stopRefreshTimer();
   stream.stop();
   clearInterval(page.ticker);
@@ -224,19 +227,31 @@ async function act(task, action) {
 }
 
 async function showOlder() {
+  const generation = page.generation;
   ui.showOlder.disabled = true;
+  board.beginPaging();
   try {
-    const offset = board.size;
-    const response = await session.call("GET", `/api/tasks?scope=session&limit=${OLDER_PAGE}&offset=${offset}`);
-    if (!response.ok) {
-      announce((await errorBody(response)).message);
-      return;
+    // from the first task the page may lack (eviction leaves gaps among the newest), page by
+    // page until one brings a task back
+    let offset = board.covered;
+    for (;;) {
+      const response = await session.call(
+        "GET", `/api/tasks?scope=session&limit=${OLDER_PAGE}&offset=${offset}`);
+      if (generation !== page.generation) return;
+      if (!response.ok) {
+        announce((await errorBody(response)).message);
+        return;
+      }
+      const listing = await response.json();
+      if (generation !== page.generation) return;
+      const added = board.addOlder(listing.tasks || [], Number(listing.total) || 0, offset);
+      if (added > 0 || !Number.isInteger(listing.next_offset)) return;
+      offset = listing.next_offset;
     }
-    const page_ = await response.json();
-    board.addOlder(page_.tasks || [], Number(page_.total) || 0);
   } catch {
     announce("Older tasks could not be loaded; try again.");
   } finally {
+    if (generation === page.generation) board.endPaging();
     ui.showOlder.disabled = false;
   }
 }
@@ -250,8 +265,10 @@ function planQueuePoll() {
 }
 
 async function pollQueue() {
+  const generation = page.generation;
   try {
     const response = await session.call("GET", "/api/queue");
+    if (generation !== page.generation) return; // signed out (and maybe in again) meanwhile
     if (response.status === 404) {
       page.queueAvailable = false;
     } else if (response.ok) {
@@ -261,6 +278,7 @@ async function pollQueue() {
   } catch {
     // the stream's indicator already says the server is unreachable
   }
+  if (generation !== page.generation) return;
   page.queueTimer = null;
   if (page.signedIn && page.queueAvailable && board.hasQueued()) {
     page.queueTimer = setTimeout(pollQueue, QUEUE_POLL_MS);

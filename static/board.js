@@ -52,11 +52,15 @@ export class Board {
     this.batches = new Map(); // batch_id -> Batch
     this.limit = MAX_CARDS;
     this.known = 0; // tasks the server has for this session, as far as the page knows
+    // the session's newest tasks (the listing's offset, newest first) all on the page: where
+    // Show older goes on from; eviction leaves gaps, so it starts over from 0 after one
+    this.covered = 0;
     this.extra = new Map(); // task_id -> {format, size} from upload answers, until its card comes
     this.queue = {}; // task_id -> position, from GET /api/queue
     this.queued = null; // jobs waiting in all, from GET /api/queue
     this.evicted = new Set(); // ids of the newest evicted tasks, at most MAX_EVICTED
-    this.fetching = new Set(); // ids being read whole (GET /api/tasks/{id})
+    this.fetching = new Map(); // id being read whole (GET /api/tasks/{id}) -> its latest event
+    this.paging = null; // while older tasks are read: task_id -> its latest event meanwhile
   }
 
   get size() {
@@ -78,8 +82,11 @@ export class Board {
     this.batches.clear();
     this.extra.clear();
     this.evicted.clear();
+    this.fetching = new Map(); // reads still in flight belong to the board before this one
+    this.paging = null;
     this.queue = {};
     this.known = 0;
+    this.covered = 0;
     this.limit = MAX_CARDS;
     this.root.replaceChildren();
     this.onChange();
@@ -93,46 +100,90 @@ export class Board {
       if (!ids.has(id) && !card.older) this.remove(card);
     }
     for (const task of shown) this.upsert(task, false);
+    // a batch counts all its tasks the snapshot lists, on the page or not
+    const states = new Map();
+    for (const task of tasks) {
+      const id = task.batch_id || "unbatched";
+      if (!states.has(id)) states.set(id, new Map());
+      states.get(id).set(task.task_id, task.state);
+    }
+    for (const batch of this.batches.values()) batch.recount(states.get(batch.id));
     this.known = Math.max(tasks.length, this.cards.size);
+    this.covered = shown.length;
     this.evict();
     this.onChange();
   }
 
   /** One event of the stream. `fetchTask(id)` fills in a task first seen mid-life. */
   async applyEvent(event, fetchTask) {
-    const { type: _type, ts, ...change } = event;
-    const card = this.cards.get(change.task_id);
-    if (card === undefined) {
-      const id = change.task_id;
-      // an evicted task stays away until it is queued again (a retry from another tab)
-      if (this.evicted.has(id) && !QUEUED.has(change.state)) return;
-      if (change.state !== "PENDING") {
-        // first seen mid-life (evicted earlier, or retried elsewhere): read it whole, once
-        if (this.fetching.has(id)) return;
-        this.fetching.add(id);
-        this.evicted.delete(id);
-        let task;
-        try {
-          task = await fetchTask(id);
-        } finally {
-          this.fetching.delete(id);
-        }
-        if (task !== null && !this.cards.has(task.task_id)) {
-          this.known += 1;
-          this.upsert(task, false);
-          this.evict();
-          this.onChange();
-        }
-        return;
-      }
-      this.known += 1;
-      this.upsert({ ...change, created: ts }, false);
-      this.evict();
-      this.onChange();
+    const card = this.cards.get(event.task_id);
+    if (card !== undefined) {
+      this.applyToCard(card, event);
       return;
     }
+    const id = event.task_id;
+    // the batch counts its evicted tasks too
+    const batch = this.batches.get(event.batch_id || "unbatched");
+    if (batch !== undefined && batch.states.has(id)) batch.note(id, event.state);
+    // a page of older tasks being read may hold this task: its copy may be older than this event
+    if (this.paging !== null) this.paging.set(id, event);
+    // an evicted task stays away until it is queued again (a retry from another tab)
+    if (this.evicted.has(id) && !QUEUED.has(event.state)) return;
+    const evicted = this.evicted.delete(id); // then it was counted already
+    if (event.state !== "PENDING") {
+      // first seen mid-life (evicted earlier, or retried elsewhere): read it whole, once, and
+      // keep the latest event that comes meanwhile, which may be newer than what was read
+      if (this.fetching.has(id)) {
+        this.fetching.set(id, event);
+        return;
+      }
+      const fetching = this.fetching;
+      fetching.set(id, null);
+      let task;
+      let later;
+      try {
+        task = await fetchTask(id);
+      } finally {
+        later = fetching.get(id);
+        fetching.delete(id);
+      }
+      if (fetching !== this.fetching) return; // the board was cleared (signed out) meanwhile
+      if (task !== null && !this.cards.has(task.task_id)) {
+        // counted when it was first seen (its first event, a snapshot or a listing)
+        const added = this.upsert(task, false);
+        this.known = Math.max(this.known, this.cards.size);
+        this.catchUp(added, later);
+        this.evict();
+        this.onChange();
+      } else if (task === null && later) {
+        this.applyEvent(later, fetchTask); // the read failed: the latest event tries once more
+      }
+      return;
+    }
+    const { type: _type, ts, ...change } = event;
+    this.upsert({ ...change, created: ts }, false);
+    if (!evicted) {
+      this.known += 1;
+      this.covered += 1; // the newest task, on the page
+    }
+    this.evict();
+    this.onChange();
+  }
+
+  /** An event that came while `card`'s task was being read: applied unless the copy is newer. */
+  catchUp(card, event) {
+    if (!event || this.cards.get(event.task_id) !== card) return;
+    const updated = Number(card.task.updated);
+    // `ts` is the event's time rounded to the millisecond, `updated` the same time unrounded
+    if (Number.isFinite(updated) && event.ts < updated - 0.0005) return;
+    this.applyToCard(card, event);
+  }
+
+  applyToCard(card, event) {
+    const { type: _type, ts, ...change } = event;
     const task = card.task;
     const previous = task.state;
+    const previousAttempt = task.attempt;
     if (change.state === "STARTED") {
       Object.assign(task, { started: ts, finished: null });
     } else if (QUEUED.has(change.state)) {
@@ -149,7 +200,8 @@ export class Board {
       }));
     }
     if (QUEUED.has(change.state) || change.state === "STARTED") card.overall = 0;
-    card.notice = "";
+    // a Cancel or Retry refusal stays until the task moves on, not until its next progress step
+    if (previous !== task.state || previousAttempt !== task.attempt) card.notice = "";
     card.render(this.now(), this.queue[task.task_id]);
     card.batch.update();
     if (previous !== task.state && TERMINAL.has(task.state)) {
@@ -157,15 +209,30 @@ export class Board {
     }
   }
 
-  /** Older tasks from GET /api/tasks, below the others; the limit grows by what they add. */
-  addOlder(tasks, total) {
+  /** Show older begins: from now on the latest event of each task not on the page is kept. */
+  beginPaging() {
+    this.paging = new Map();
+  }
+
+  endPaging() {
+    this.paging = null;
+  }
+
+  /**
+   * Older tasks from GET /api/tasks at `offset`, below the others; the limit grows by what they
+   * add. Returns how many were added.
+   */
+  addOlder(tasks, total, offset) {
     let added = 0;
     for (const task of tasks) {
       if (this.cards.has(task.task_id)) continue;
       this.evicted.delete(task.task_id);
-      this.upsert(task, true);
+      const card = this.upsert(task, true);
+      // an event that came while the page was read may be newer than its copy
+      if (this.paging !== null) this.catchUp(card, this.paging.get(task.task_id));
       added += 1;
     }
+    if (offset <= this.covered) this.covered = Math.max(this.covered, offset + tasks.length);
     this.limit += added;
     this.known = Math.max(total, this.cards.size);
     this.onChange();
@@ -243,10 +310,11 @@ export class Board {
     return batch;
   }
 
-  remove(card) {
+  /** `evicted`: the task still exists, and its batch goes on counting it. */
+  remove(card, evicted = false) {
     this.cards.delete(card.task.task_id);
     const batch = card.batch;
-    batch.delete(card);
+    batch.delete(card, evicted);
     if (batch.cards.size === 0) {
       batch.root.remove();
       this.batches.delete(batch.id);
@@ -266,7 +334,8 @@ export class Board {
           || (finished === TERMINAL.has(victim.task.state) && card.created < victim.created);
         if (better) victim = card;
       }
-      this.remove(victim);
+      this.remove(victim, true);
+      this.covered = 0;
       this.evicted.add(victim.task.task_id);
       if (this.evicted.size > MAX_EVICTED) this.evicted.delete(this.evicted.values().next().value);
     }
@@ -278,6 +347,8 @@ class Batch {
     this.id = id;
     this.created = created;
     this.cards = new Set();
+    // task_id -> state of every task of the batch, evicted ones too (the counts are of all)
+    this.states = new Map();
     this.root = element("section", "batch");
     this.root.kiln = this;
     this.root.dataset.batchId = id;
@@ -300,30 +371,50 @@ class Batch {
   add(card) {
     card.batch = this;
     this.cards.add(card);
+    this.states.set(card.task.task_id, card.task.state);
     this.created = Math.min(this.created, card.created);
     // upload order within a batch
     const after = [...this.list.children].find((node) => node.kiln && node.kiln.created > card.created);
     this.list.insertBefore(card.root, after || null);
   }
 
-  delete(card) {
+  delete(card, evicted) {
     this.cards.delete(card);
+    if (!evicted) this.states.delete(card.task.task_id);
     card.root.remove();
+  }
+
+  /** The state of a task of this batch that is not on the page (evicted). */
+  note(taskId, state) {
+    this.states.set(taskId, state);
+    this.update();
+  }
+
+  /** The batch's tasks as a snapshot lists them (`states`: task_id -> state), and its cards. */
+  recount(states) {
+    this.states = new Map(states);
+    for (const card of this.cards) this.states.set(card.task.task_id, card.task.state);
+    this.update();
   }
 
   update() {
     const counts = { SUCCESS: 0, FAILURE: 0, REVOKED: 0, running: 0, queued: 0 };
     let progress = 0;
     const names = [];
+    const shown = new Map();
     for (const card of this.cards) {
-      const state = card.task.state;
+      shown.set(card.task.task_id, card);
+      this.states.set(card.task.task_id, card.task.state);
+      if (names.length < 3) names.push(card.task.filename);
+    }
+    for (const [id, state] of this.states) {
       if (state in counts) counts[state] += 1;
       else if (QUEUED.has(state)) counts.queued += 1;
       else counts.running += 1;
-      progress += TERMINAL.has(state) ? 1 : card.overall;
-      if (names.length < 3) names.push(card.task.filename);
+      const card = shown.get(id);
+      progress += TERMINAL.has(state) ? 1 : card ? card.overall : 0;
     }
-    const total = this.cards.size;
+    const total = this.states.size;
     const parts = [`${counts.SUCCESS} of ${total} done`];
     if (counts.FAILURE) parts.push(`${counts.FAILURE} failed`);
     if (counts.REVOKED) parts.push(`${counts.REVOKED} cancelled`);
@@ -470,12 +561,10 @@ class Card {
       : `${task.state} ${task.format || ""}`;
     if (key === this.outcomeKey) return;
     this.outcomeKey = key;
-    this.preview.replaceChildren();
-    this.preview.className = "preview";
-    this.preview.removeAttribute("tabindex");
-    for (const name of ["role", "aria-label", "aria-valuemin", "aria-valuemax", "aria-valuenow",
-      "aria-valuetext"]) this.preview.removeAttribute(name);
-    delete this.preview.dataset.frame;
+    // a fresh node: the last outcome's turntable listeners and attributes go with the old one
+    const preview = element("div", "preview");
+    this.preview.replaceWith(preview);
+    this.preview = preview;
     const byName = new Map(artifacts.map((a) => [a.name, a]));
     const picture = byName.get("thumbnail.png") || byName.get("preview.png");
     if (picture) {
