@@ -30,7 +30,41 @@ FLAGS = [
 ]
 STAND_INS = {"mesh": "tests.helpers.pipelines:named_mesh",
              "texture": "tests.helpers.pipelines:named_texture"}
-"""The real pipelines, except for files named `spin-…` (forever) or `slow-…` (about 4 s)."""
+"""The real pipelines, except for files named `spin-…` (forever) or `slow-…` (about 8 s)."""
+MAX_REFUSED_REFRESHES = 3
+"""Refreshes answered 401 a test may log (each signed-out page load asks once); a loop asks more."""
+
+# Installed before any script of every page: counts the EventSources open at once and the
+# token refreshes the page asks for, in `window.kilnProbe` (one per document).
+PROBE = """
+(() => {
+  const probe = { made: 0, most: 0, refreshes: 0, sources: [] };
+  probe.open = () => probe.sources.filter((s) => s.readyState !== 2).length;
+  Object.defineProperty(window, "kilnProbe", { value: probe });
+  const NativeEventSource = window.EventSource;
+  if (NativeEventSource) {
+    window.EventSource = class extends NativeEventSource {
+      constructor(...args) {
+        super(...args);
+        probe.sources = probe.sources.filter((s) => s.readyState !== 2);
+        probe.sources.push(this);
+        probe.made += 1;
+        probe.most = Math.max(probe.most, probe.sources.length);
+      }
+    };
+  }
+  const nativeFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === "string" ? input : String(input && input.url);
+    if (url.includes("/api/auth/refresh")) probe.refreshes += 1;
+    return nativeFetch.call(window, input, init);
+  };
+})();
+"""
+READ_PROBE = """
+const probe = window.kilnProbe;
+return {made: probe.made, most: probe.most, open: probe.open(), refreshes: probe.refreshes};
+"""
 
 # What the page shows, read in one go (no stale elements while cards re-render).
 READ_CARDS = """
@@ -106,7 +140,16 @@ def start_browser(profile: Path) -> WebDriver:
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # A driver path given to Service keeps Selenium Manager from looking for (or fetching) one.
-    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
+    return driver
+
+
+def probe(browser: WebDriver) -> dict[str, int]:
+    """Since this document loaded: EventSources `made`, the `most` open at once, those `open`
+    now, and the token `refreshes` asked for."""
+    found: dict[str, int] = browser.execute_script(READ_PROBE)
+    return found
 
 
 def wait(browser: WebDriver, seconds: float = WAIT_SECONDS) -> WebDriverWait[WebDriver]:
@@ -123,6 +166,11 @@ def sign_out_everywhere(browser: WebDriver, url: str) -> None:
 
 def sign_in(browser: WebDriver, url: str, username: str, password: str = PASSWORD) -> None:
     sign_out_everywhere(browser, url)
+    submit_sign_in(browser, username, password)
+
+
+def submit_sign_in(browser: WebDriver, username: str, password: str = PASSWORD) -> None:
+    """Fill in and send the sign-in form the page shows."""
     form = browser.find_element(By.ID, "sign-in")
     form.find_element(By.NAME, "username").send_keys(username)
     form.find_element(By.NAME, "password").send_keys(password)
@@ -184,12 +232,16 @@ def screenshot(browser: WebDriver, name: str, height: int | None = None) -> None
 
 
 def page_errors(browser: WebDriver) -> list[str]:
-    """Console errors (a CSP violation, an exception) other than expected refusals."""
+    """Console errors (a CSP violation, an exception) other than expected refusals; 401s too
+    to /api/auth/refresh when there are more than a few (a refresh loop)."""
     log = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    severe = [entry["message"] for entry in log if entry["level"] == "SEVERE"]
     expected = ("status of 401", "status of 415", "status of 413", "status of 400",
-                "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING")
-    return [entry["message"] for entry in log
-            if entry["level"] == "SEVERE" and not any(e in entry["message"] for e in expected)]
+                "ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING",
+                "ERR_BLOCKED_BY_CLIENT")
+    refusals = [m for m in severe if "/api/auth/refresh" in m and "status of 401" in m]
+    errors = [m for m in severe if not any(e in m for e in expected)]
+    return errors + (refusals if len(refusals) > MAX_REFUSED_REFRESHES else [])
 
 
 def serve_on(settings: Settings, port: int, *, pipelines: Mapping[str, str] | None = None,

@@ -27,14 +27,15 @@ from tests.browser import (
     STAND_INS,
     WATCH_CONNECTION,
     by_name,
-    cards,
     drop,
     page_errors,
+    probe,
     screenshot,
     serve_on,
     server_tasks,
     sign_in,
     start_browser,
+    submit_sign_in,
     wait,
     wait_for_cards,
     wait_live,
@@ -310,13 +311,15 @@ def test_a_reload_mid_task_shows_exactly_the_servers_tasks_and_the_bar_keeps_mov
     wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
                    "the box should succeed")
     drop(browser, [named_copy(tmp_path, corpus("OBJ/box.obj"), "slow-box.obj")])
-    wait_for_cards(browser, lambda cs: len(cs) == 2 and 0.1 < by_name(cs)["slow-box.obj"][
-        "progress"] < 0.6, "the slow task should be under way")
+    # reloaded early in its eight seconds, the slow task is still running when the page is back
+    wait_for_cards(browser, lambda cs: len(cs) == 2 and 0.05 < by_name(cs)["slow-box.obj"][
+        "progress"] < 0.4, "the slow task should be under way")
     browser.refresh()
     wait_live(browser)
     found = wait_for_cards(browser, lambda cs: len(cs) == 2, "both cards should come back")
     before = by_name(found)["slow-box.obj"]["progress"]
-    assert by_name(found)["slow-box.obj"]["state"] == "PROGRESS"
+    assert by_name(found)["slow-box.obj"]["state"] in ("STARTED", "PROGRESS")
+    assert before < 1
     listed = server_tasks(browser)
     assert sorted(c["task_id"] for c in found) == sorted(t["task_id"] for t in listed)
     wait_for_cards(browser, lambda cs: by_name(cs)["slow-box.obj"]["progress"] > before,
@@ -327,6 +330,8 @@ def test_a_reload_mid_task_shows_exactly_the_servers_tasks_and_the_bar_keeps_mov
     listed = server_tasks(browser)
     assert sorted((c["task_id"], c["state"]) for c in found) == sorted(
         (t["task_id"], t["state"]) for t in listed)
+    seen = probe(browser)
+    assert (seen["most"], seen["open"]) == (1, 1), seen
     assert page_errors(browser) == []
 
 
@@ -381,6 +386,28 @@ def test_the_stream_resumes_when_the_server_comes_back(
     assert page_errors(browser) == []
 
 
+def _upload_in_the_pages_session(browser: WebDriver, url: str, path: Path) -> str:
+    """Upload `path` as the page's own session (its refresh cookie, rotated, handed back to the
+    page) and wait until the task has finished on the server: its events go to the page's log."""
+    cookies = browser.execute_cdp_cmd("Network.getCookies", {"urls": [url + "/api/auth/refresh"]})
+    secret = next(c["value"] for c in cookies["cookies"] if c["name"] == "kiln_refresh")
+    with httpx.Client(base_url=url) as client:
+        renewed = client.post("/api/auth/refresh", headers={"Cookie": f"kiln_refresh={secret}"})
+        assert renewed.status_code == 200, renewed.text
+        rotated = renewed.cookies["kiln_refresh"]
+        auth = {"Authorization": f"Bearer {renewed.json()['access_token']}"}
+        accepted = client.post("/api/uploads", headers=auth,
+                               files=[("file", (path.name, path.read_bytes()))])
+        assert accepted.status_code == 202, accepted.text
+        task_id: str = accepted.json()["tasks"][0]["task_id"]
+        wait(browser).until(lambda _: client.get(f"/api/tasks/{task_id}", headers=auth).json()[
+            "state"] == "SUCCESS", "the task uploaded beside the page should succeed")
+    browser.execute_cdp_cmd("Network.setCookie", {
+        "name": "kiln_refresh", "value": rotated, "url": url + "/api/auth", "path": "/api/auth",
+        "httpOnly": True, "sameSite": "Strict"})
+    return task_id
+
+
 def test_an_expired_token_is_refreshed_the_stream_resumes_and_a_reload_keeps_the_session(
         browser: WebDriver, own_server: dict[str, Any]) -> None:
     server: LiveServer = own_server["start"]()
@@ -390,14 +417,35 @@ def test_an_expired_token_is_refreshed_the_stream_resumes_and_a_reload_keeps_the
     # the page would refresh ahead of the expiry: stop that, and lose the access token
     browser.execute_script("window.kiln.session.stopRefreshTimer()")
     browser.execute_script(WATCH_CONNECTION)
-    browser.delete_cookie("kiln_token")
-    # the server ends the stream when the token expires; EventSource then meets a 401
-    wait(browser).until(lambda d: "reconnecting" in _states(d), "the stream should drop")
+    # the refresh is blocked at first, so the stream stays down while a task runs to its end
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/auth/refresh"]})
+    try:
+        browser.delete_cookie("kiln_token")
+        # the server ends the stream when the token expires; EventSource then meets a 401
+        wait(browser).until(lambda d: "offline" in _states(d),
+                            "the stream should drop and its refresh fail")
+        offline_task = _upload_in_the_pages_session(browser, server.url, corpus("OBJ/box.obj"))
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    # back online: the page tries at once instead of at the end of its back-off
+    browser.execute_script("window.dispatchEvent(new Event('online'))")
     wait_live(browser)
     assert browser.find_element(By.ID, "app").is_displayed()
-    drop(browser, [corpus("OBJ/box.obj")])
-    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
-                   "events should still arrive after the refresh")
+    found = wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
+                           "the events of the task made while the stream was down should arrive")
+    assert [(c["task_id"], c["state"]) for c in found] == [(offline_task, "SUCCESS")]
+    assert [(t["task_id"], t["state"]) for t in server_tasks(browser)] == [
+        (offline_task, "SUCCESS")]
+    drop(browser, [corpus("Collada/duckCM.tga")])
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "SUCCESS" for c in cs), "events should still arrive after the refresh")
+    assert sorted((c["task_id"], c["state"]) for c in found) == sorted(
+        (t["task_id"], t["state"]) for t in server_tasks(browser))
+    seen = probe(browser)
+    assert seen["most"] == 1 and seen["open"] == 1, seen
+    # blocked refreshes back off (1 s, 2 s, 4 s...): a loop would ask for many more
+    assert seen["refreshes"] <= 6, seen
 
     # a reload after the access token expired keeps the session through the refresh cookie
     browser.execute_script("window.kiln.session.stopRefreshTimer()")
@@ -410,8 +458,19 @@ def test_an_expired_token_is_refreshed_the_stream_resumes_and_a_reload_keeps_the
     browser.refresh()
     wait_live(browser)
     assert browser.find_element(By.ID, "whoami").text == "sleepy"
-    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "SUCCESS",
-                   "the snapshot should bring the card back")
+    wait_for_cards(browser, lambda cs: len(cs) == 2 and all(c["state"] == "SUCCESS" for c in cs),
+                   "the snapshot should bring the cards back")
+    seen = probe(browser)
+    assert (seen["most"], seen["open"], seen["refreshes"]) == (1, 1, 1), seen
+
+    # signing out closes the stream; signing in again, on the same page, opens one
+    browser.find_element(By.ID, "sign-out").click()
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
+    wait(browser).until(lambda d: probe(d)["open"] == 0, "signing out should close the stream")
+    submit_sign_in(browser, "sleepy")
+    wait_live(browser)
+    seen = probe(browser)
+    assert (seen["most"], seen["open"]) == (1, 1), seen
 
     # signing out ends the session: a reload shows the form again
     browser.find_element(By.ID, "sign-out").click()
@@ -419,26 +478,58 @@ def test_an_expired_token_is_refreshed_the_stream_resumes_and_a_reload_keeps_the
     browser.refresh()
     wait(browser).until(ec.visibility_of_element_located((By.ID, "sign-in")))
     assert not browser.find_element(By.ID, "app").is_displayed()
+    assert probe(browser)["made"] == 0
     assert page_errors(browser) == []
 
 
 def test_the_board_keeps_at_most_its_limit_of_cards_and_pages_older_ones_in(
-        signed_in: WebDriver) -> None:
+        signed_in: WebDriver, tmp_path: Path) -> None:
     browser = signed_in
     browser.execute_script("window.kiln.board.limit = 2")
     texture = corpus("Collada/duckCM.tga")
-    for count in (1, 2, 3):
-        drop(browser, [texture])
-        wait_for_cards(browser, lambda cs: min(count, 2) == len(cs) and all(  # noqa: B023
-            c["state"] == "SUCCESS" for c in cs), "each texture should succeed")
+    drop(browser, [named_copy(tmp_path, texture, f"duck-{n}.tga") for n in range(4)])
+    # the batch's header counts all four, also the two whose cards went
+    wait(browser).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, ".batch .batch-summary"), "4 of 4 done"))
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "SUCCESS" for c in cs), "two cards should stay")
+    assert browser.find_element(By.CSS_SELECTOR, ".batch .batch-summary").text == "4 of 4 done"
     listed = server_tasks(browser)
-    assert len(listed) == 3
-    found = cards(browser)
-    assert [c["task_id"] for c in found] == [t["task_id"] for t in listed[:2]]
+    assert len(listed) == 4
+    assert all(t["state"] == "SUCCESS" for t in listed)
+    assert sorted(c["task_id"] for c in found) == sorted(t["task_id"] for t in listed[:2])
     older = browser.find_element(By.ID, "older")
     assert older.is_displayed()
+    assert browser.find_element(By.ID, "older-count").text == "2 older tasks not shown"
+    browser.find_element(By.ID, "show-older").click()
+    found = wait_for_cards(browser, lambda cs: len(cs) == 4, "the older tasks should come back")
+    assert sorted(c["task_id"] for c in found) == sorted(t["task_id"] for t in listed)
+    assert not older.is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, ".batch .batch-summary").text == "4 of 4 done"
+    assert page_errors(browser) == []
+
+
+def test_show_older_brings_back_a_newer_finished_task_evicted_before_an_older_running_one(
+        signed_in: WebDriver, tmp_path: Path) -> None:
+    browser = signed_in
+    browser.execute_script("window.kiln.board.limit = 2")
+    texture = corpus("Collada/duckCM.tga")
+    drop(browser, [named_copy(tmp_path, corpus("OBJ/box.obj"), "spin-old.obj")])
+    wait_for_cards(browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "PROGRESS",
+                   "the spinner should run")
+    drop(browser, [named_copy(tmp_path, texture, "first.tga")])
+    wait_for_cards(browser, lambda cs: len(cs) == 2 and by_name(cs)["first.tga"][
+        "state"] == "SUCCESS", "the first texture should succeed")
+    # the third task evicts the finished one, newer than the spinner that stays
+    drop(browser, [named_copy(tmp_path, texture, "second.tga")])
+    found = wait_for_cards(browser, lambda cs: sorted(c["filename"] for c in cs) == [
+        "second.tga", "spin-old.obj"] and by_name(cs)["second.tga"]["state"] == "SUCCESS",
+        "the first texture's card should make way")
     assert browser.find_element(By.ID, "older-count").text == "1 older task not shown"
     browser.find_element(By.ID, "show-older").click()
-    found = wait_for_cards(browser, lambda cs: len(cs) == 3, "the older task should come back")
-    assert [c["task_id"] for c in found] == [t["task_id"] for t in listed]
-    assert not older.is_displayed()
+    found = wait_for_cards(browser, lambda cs: len(cs) == 3, "the evicted task should come back")
+    assert sorted(c["task_id"] for c in found) == sorted(
+        t["task_id"] for t in server_tasks(browser))
+    assert by_name(found)["first.tga"]["state"] == "SUCCESS"
+    assert not browser.find_element(By.ID, "older").is_displayed()
+    assert page_errors(browser) == []

@@ -46,11 +46,12 @@ def crash(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 
 def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """One stage of 20 steps over about five seconds: a finite task a test can watch move."""
-    for i in range(20):
-        _work(0.25)
-        progress("steps", (i + 1) / 20)
-    return {"stats": {"bytes": Path(payload["source"]).stat().st_size, "steps": 20},
+    """One stage of 40 steps over about eight seconds: a finite task a test can watch move (and
+    reload the page in the middle of, with seconds to spare)."""
+    for i in range(40):
+        _work(0.2)
+        progress("steps", (i + 1) / 40)
+    return {"stats": {"bytes": Path(payload["source"]).stat().st_size, "steps": 40},
             "artifacts": []}
 
 
