@@ -27,6 +27,7 @@ from tests.browser import (
     STAND_INS,
     WATCH_CONNECTION,
     by_name,
+    cards,
     drop,
     page_errors,
     probe,
@@ -265,6 +266,15 @@ def test_queue_position_while_two_tasks_spin_then_cancel_them(
     wait_for_cards(browser, lambda cs: by_name(cs)["spin-a.obj"]["elapsed"] not in (
         "", spinning["elapsed"]), "the elapsed time should tick")
     screenshot(browser, "page-running-queued.png", height=1250)
+    # a refusal of Cancel or Retry stays on the card while the task only makes progress
+    spinning = by_name(cards(browser))["spin-a.obj"]
+    browser.execute_script("window.kiln.board.setNotice(arguments[0], 'Refused for the test.')",
+                           spinning["task_id"])
+    wait_for_cards(browser, lambda cs: by_name(cs)["spin-a.obj"]["progress"] > spinning[
+        "progress"], "the spinner should make progress")
+    notice = browser.find_element(
+        By.CSS_SELECTOR, f'.card[data-task-id="{spinning["task_id"]}"] .notice')
+    assert notice.text == "Refused for the test."
 
     for name in ("spin-a.obj", "spin-b.obj"):
         tid = by_name(found)[name]["task_id"]
