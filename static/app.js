@@ -1,7 +1,9 @@
 // Kiln's page: sign in, drop files, watch this session's tasks over one EventSource.
 // Modules: session.js (requests, token refresh), stream.js (the EventSource and its recovery),
-// uploads.js (drop zone, per-file progress, refusals), board.js (batches and task cards),
-// stats.js (result tables), turntable.js (the sprite scrubber), format.js (helpers).
+// uploads.js (drop zone, per-file progress, refusals), board.js (the tasks on the page: cards,
+// eviction, snapshots), batch.js (a batch's section and counts), card.js (a task's card),
+// states.js (task states), stats.js (result tables), turntable.js (the sprite scrubber),
+// format.js (helpers).
 // Everything that comes from the server is written with textContent, never as HTML.
 
 import { Board } from "./board.js";

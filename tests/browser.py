@@ -1,8 +1,16 @@
-"""Helpers of the browser tests: headless Chromium, signing in, reading cards, dropping files."""
+"""Helpers of the browser tests: headless Chromium, signing in, reading cards, dropping files.
+
+Also the fixtures the page test modules share (each imports them): one browser and one live
+server (real pipelines, with stand-ins for files named `spin-…` and `slow-…`) per module, and a
+user of its own for each test, so sessions never mix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+import itertools
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +24,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from settings import Settings
+from tests.conftest import RedisProcess, make_settings
 from tests.live import LiveServer, start_live_server
+from tests.users import add_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -33,6 +43,8 @@ STAND_INS = {"mesh": "tests.helpers.pipelines:named_mesh",
 """The real pipelines, except for files named `spin-…` (forever) or `slow-…` (about 8 s)."""
 MAX_REFUSED_REFRESHES = 3
 """Refreshes answered 401 a test may log (each signed-out page load asks once); a loop asks more."""
+_users = itertools.count(1)
+"""Numbers of the users the tests add: one counter for all modules, which share one Redis."""
 
 # Installed before any script of every page: counts the EventSources open at once and the
 # token refreshes the page asks for, in `window.kilnProbe` (one per document).
@@ -125,6 +137,18 @@ FETCH_TASKS = """
 const done = arguments[arguments.length - 1];
 fetch("/api/tasks?limit=200", {headers: {Accept: "application/json"}})
   .then((r) => r.json()).then((body) => done(body.tasks), (e) => done(String(e)));
+"""
+
+# Cancels every unfinished task of the signed-in session.
+CANCEL_ALL = """
+const done = arguments[arguments.length - 1];
+fetch("/api/tasks?limit=200").then((r) => r.json()).then(async (body) => {
+  for (const task of body.tasks || []) {
+    if (!["SUCCESS", "FAILURE", "REVOKED"].includes(task.state)) {
+      await fetch(`/api/tasks/${task.task_id}/cancel`, {method: "POST"});
+    }
+  }
+}).then(() => done(null), () => done(null));
 """
 
 
@@ -249,3 +273,44 @@ def serve_on(settings: Settings, port: int, *, pipelines: Mapping[str, str] | No
     """A live server on a chosen port (tests/live.py picks a free one): to stop and restart it."""
     return start_live_server(settings, pipelines=pipelines, timeout=timeout, port=port,
                              graceful_shutdown=1)
+
+
+def named_copy(tmp_path: Path, source: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copyfile(source, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def page_server(redis_process: RedisProcess,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = make_settings(redis_process.url, tmp_path_factory.mktemp("page") / "data")
+    server = start_live_server(settings, pipelines=STAND_INS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    driver = start_browser(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def user(page_server: LiveServer) -> str:
+    """A user of its own for each test (the session's Redis is not flushed between tests)."""
+    name = f"artist{next(_users)}"
+    asyncio.run(add_user(page_server.settings.redis_url or "", name))
+    return name
+
+
+@pytest.fixture
+def signed_in(browser: WebDriver, page_server: LiveServer, user: str) -> Iterator[WebDriver]:
+    browser.get_log("browser")  # type: ignore[no-untyped-call]  # forget earlier tests' lines
+    sign_in(browser, page_server.url, user)
+    wait_live(browser)
+    yield browser
+    # a stand-in left spinning would hold one of the module's two worker slots
+    browser.execute_script("window.kiln && window.kiln.stream.stop()")
+    browser.execute_async_script(CANCEL_ALL)
