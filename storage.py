@@ -2,7 +2,7 @@
 
     <data>/incoming/<random>.part          a file while it is being received
     <data>/tasks/<task id>/files/<name>    the task's uploaded files, under sanitised unique names
-    <data>/tasks/<task id>/work            a run's scratch directory (an unpacked zip), removed after it
+    <data>/tasks/<task id>/work            a run's unpacked zip, removed when the run ends
     <data>/tasks/<task id>/artifacts/<n>   what the pipeline wrote (names chosen by Kiln's code)
     <data>/tasks/<task id>/source          the single upload of a task made by Kiln 0.1
 """
