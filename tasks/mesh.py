@@ -59,16 +59,16 @@ def process(payload: Payload, progress: Progress) -> Result:
     """
     limits: dict[str, Any] = dict(payload.get("limits") or {})
     threads = max(1, int(limits.get("threads", THREADS)))
+    lod_min_faces = int(limits.get("lod_min_faces", LOD_MIN_FACES))
     artifacts_dir = Path(payload["artifacts_dir"])
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
         forks: list[Forked[Lods]] = []
 
         def start_lods(welded: trimesh.Trimesh) -> None:
-            min_faces = int(limits.get("lod_min_faces", LOD_MIN_FACES))
-            if threads > 1 and len(welded.faces) >= min_faces:
+            if threads > 1 and len(welded.faces) >= lod_min_faces:
                 forks.append(cleanup.enter_context(Forked(
-                    write_lods, welded, artifacts_dir, min_faces)))
+                    write_lods, welded, artifacts_dir, lod_min_faces)))
 
         model, measured = _load_and_measure(payload, progress, start_lods)
         faces = measured.stats["faces"]
@@ -89,8 +89,7 @@ def process(payload: Payload, progress: Progress) -> Result:
         if forks:
             lods = forks[0].result(progress)
         else:
-            lods = write_lods(measured.welded, artifacts_dir,
-                              int(limits.get("lod_min_faces", LOD_MIN_FACES)), progress)
+            lods = write_lods(measured.welded, artifacts_dir, lod_min_faces, progress)
         stats["lods"] = lods.summary
         artifacts.extend(lods.artifacts)
         progress("lods", 1.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,33 +56,26 @@ def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
             "artifacts": []}
 
 
-def _stand_in(payload: dict[str, Any]) -> Any:
-    """The stand-in a file's name asks for (`spin-…`, `slow-…`), or None for the real pipeline."""
+def _by_name(payload: dict[str, Any], progress: Progress,
+             real: Callable[[dict[str, Any], Progress], dict[str, Any]]) -> dict[str, Any]:
+    """The stand-in a file's name asks for (`spin-…`, `slow-…`), else the real pipeline."""
     name = str(payload.get("main", ""))
     if name.startswith("spin"):
-        return spin_forever
+        return spin_forever(payload, progress)
     if name.startswith("slow"):
-        return slow_steps
-    return None
+        return slow_steps(payload, progress)
+    return real(payload, progress)
 
 
 def named_mesh(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The real mesh pipeline, unless the model's file name asks for a stand-in (`spin-box.obj`)."""
-    stand_in = _stand_in(payload)
-    if stand_in is not None:
-        result: dict[str, Any] = stand_in(payload, progress)
-        return result
     from tasks.mesh import process
 
-    return process(payload, progress)
+    return _by_name(payload, progress, process)
 
 
 def named_texture(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The real texture pipeline, unless the image's file name asks for a stand-in."""
-    stand_in = _stand_in(payload)
-    if stand_in is not None:
-        result: dict[str, Any] = stand_in(payload, progress)
-        return result
     from tasks.texture import describe
 
-    return describe(payload, progress)
+    return _by_name(payload, progress, describe)
