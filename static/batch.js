@@ -1,6 +1,6 @@
 // One batch (one upload) on the page: its section, its header and the counts of all its tasks.
 
-import { clockTime, element, setText } from "./format.js";
+import { clockTime, element, progressBar, setText } from "./format.js";
 import { QUEUED, TERMINAL } from "./states.js";
 
 export class Batch {
@@ -17,12 +17,7 @@ export class Batch {
     this.title = element("h2", "batch-title");
     this.summary = element("span", "batch-summary");
     this.detail = element("span", "batch-detail");
-    this.bar = element("div", "bar batch-bar");
-    this.bar.setAttribute("role", "progressbar");
-    this.bar.setAttribute("aria-valuemin", "0");
-    this.bar.setAttribute("aria-valuemax", "100");
-    this.fill = element("div", "fill");
-    this.bar.append(this.fill);
+    ({ bar: this.bar, fill: this.fill } = progressBar("bar batch-bar"));
     head.append(this.title, this.summary, this.detail, this.bar);
     this.list = element("ol", "cards");
     this.root.append(head, this.list);

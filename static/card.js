@@ -1,7 +1,7 @@
 // One task's card: its DOM and the render of its state, progress, elapsed time and outcome.
 
 import {
-  artifactUrl, bytes, clamp, duration, element, plural, setText,
+  artifactUrl, bytes, clamp, duration, element, plural, progressBar, setText,
 } from "./format.js";
 import { LABEL, QUEUED, RETRYABLE, RUNNING, TERMINAL } from "./states.js";
 import { statRows, statsTable } from "./stats.js";
@@ -54,12 +54,7 @@ export class Card {
     this.size = element("span", "size");
     this.attempt = element("span", "attempt");
     meta.append(this.kind, this.size, this.attempt);
-    this.bar = element("div", "bar");
-    this.bar.setAttribute("role", "progressbar");
-    this.bar.setAttribute("aria-valuemin", "0");
-    this.bar.setAttribute("aria-valuemax", "100");
-    this.fill = element("div", "fill");
-    this.bar.append(this.fill);
+    ({ bar: this.bar, fill: this.fill } = progressBar("bar"));
     const line = element("div", "line");
     this.stage = element("span", "stage");
     this.queue = element("span", "queue");

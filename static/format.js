@@ -8,6 +8,18 @@ export function element(tag, className, text) {
   return node;
 }
 
+/** A progress bar (0..100) and its fill, for the caller to size with `fill.style.width`. */
+export function progressBar(className, label) {
+  const bar = element("div", className);
+  bar.setAttribute("role", "progressbar");
+  if (label) bar.setAttribute("aria-label", label);
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", "100");
+  const fill = element("div", "fill");
+  bar.append(fill);
+  return { bar, fill };
+}
+
 /** Sets textContent only when it changes (progress events arrive several times a second). */
 export function setText(node, text) {
   const value = text === undefined || text === null ? "" : String(text);

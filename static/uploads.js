@@ -4,7 +4,7 @@
 // order they are sent. A refused file is marked with the server's message and the rest of the drop
 // is sent again without it (the server refuses a whole request for one file).
 
-import { bytes, clamp, element, plural, setText } from "./format.js";
+import { bytes, clamp, element, plural, progressBar, setText } from "./format.js";
 import { errorBody } from "./session.js";
 
 const KEEP_UPLOADS = 8; // finished drops kept in the list
@@ -190,13 +190,7 @@ class UploadFile {
     this.name = element("span", "name", path);
     this.name.title = path;
     this.size = element("span", "size", bytes(file.size));
-    this.bar = element("div", "bar");
-    this.bar.setAttribute("role", "progressbar");
-    this.bar.setAttribute("aria-label", `upload of ${file.name}`);
-    this.bar.setAttribute("aria-valuemin", "0");
-    this.bar.setAttribute("aria-valuemax", "100");
-    this.fill = element("div", "fill");
-    this.bar.append(this.fill);
+    ({ bar: this.bar, fill: this.fill } = progressBar("bar", `upload of ${file.name}`));
     this.status = element("span", "status", "waiting");
     this.message = element("p", "message");
     this.message.hidden = true;
