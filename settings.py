@@ -55,6 +55,22 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """KILN_ALLOWED_ORIGINS: comma-separated `scheme://host[:port]` origins, besides Kiln's own."""
+    origins = []
+    for item in raw.split(","):
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise SettingsError(
+                f"KILN_ALLOWED_ORIGINS holds {item.strip()!r}; give origins like https://app.example"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a Kiln process needs to know; built once and passed down, never global."""
@@ -93,6 +109,27 @@ class Settings:
     thumbnail_size: int = 512
     turntable_frames: int = 24
     task_threads: int = 2
+    # recovery
+    sweep_interval: float = 30.0
+    # sign-in hardening
+    login_user_failures: int = 10
+    login_address_failures: int = 50
+    login_window: int = 900
+    login_delay_max: float = 2.0
+    hash_threads: int = 2
+    hash_waiting: int = 8
+    allowed_origins: tuple[str, ...] = ()
+    # protocol limits
+    sse_per_session: int = 8
+    max_header_bytes: int = 16 * 1024
+    max_header_count: int = 100
+    header_timeout: float = 10.0
+    upload_min_rate: int = 1024
+    upload_rate_grace: float = 30.0
+    # Redis faults
+    redis_timeout: float = 2.0
+    redis_health_interval: float = 5.0
+    redis_start_wait: float = 300.0
 
     def pipeline_limits(self) -> dict[str, int | float]:
         """The limits a pipeline receives in its payload (the child process has no Settings)."""
@@ -170,6 +207,23 @@ class Settings:
             thumbnail_size=_int(env, "KILN_THUMBNAIL_SIZE", 512, minimum=16),
             turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
             task_threads=_int(env, "KILN_TASK_THREADS", 2, minimum=1),
+            sweep_interval=_float(env, "KILN_SWEEP_INTERVAL", 30.0, minimum=1.0),
+            login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
+            login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),
+            login_window=_int(env, "KILN_LOGIN_WINDOW", 900, minimum=1),
+            login_delay_max=_float(env, "KILN_LOGIN_DELAY_MAX", 2.0),
+            hash_threads=_int(env, "KILN_HASH_THREADS", 2, minimum=1),
+            hash_waiting=_int(env, "KILN_HASH_WAITING", 8),
+            allowed_origins=_origins(env.get("KILN_ALLOWED_ORIGINS", "")),
+            sse_per_session=_int(env, "KILN_SSE_PER_SESSION", 8, minimum=1),
+            max_header_bytes=_int(env, "KILN_MAX_HEADER_BYTES", 16 * 1024, minimum=1024),
+            max_header_count=_int(env, "KILN_MAX_HEADERS", 100, minimum=10),
+            header_timeout=_float(env, "KILN_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            upload_min_rate=_int(env, "KILN_UPLOAD_MIN_RATE", 1024),
+            upload_rate_grace=_float(env, "KILN_UPLOAD_RATE_GRACE", 30.0, minimum=0.1),
+            redis_timeout=_float(env, "KILN_REDIS_TIMEOUT", 2.0, minimum=0.1),
+            redis_health_interval=_float(env, "KILN_REDIS_HEALTH_INTERVAL", 5.0, minimum=0.1),
+            redis_start_wait=_float(env, "KILN_REDIS_START_WAIT", 300.0),
         )
 
 
