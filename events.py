@@ -1,7 +1,8 @@
 """The wire contract of task events: states, the event schema, and the one script that writes them.
 
 Every state change and progress update goes through `EventWriter.emit`, which runs `EMIT_SCRIPT`:
-it checks the transition against the task's snapshot (a claim also takes the run's lease), then
+it checks the transition against the task's snapshot (a claim also takes the run's lease), keeps
+the index of unfinished tasks (`keys.ACTIVE`) that the recovery sweep reads, then
 INCRs the session's and the user's
 sequence, XADDs the event to both capped logs (entry id = sequence), HSETs the snapshot and
 PUBLISHes `<seq> <json>` on both channels, all at once, so log, snapshot and channel never disagree.
@@ -55,6 +56,9 @@ class Guard(StrEnum):
     """A lost run of this attempt is given up (FAILURE worker_lost): same attempt, not terminal."""
     REVOKE = "revoke"
     """User cancel: any state that is not terminal."""
+    RELEASE = "release"
+    """The claiming run hands its task back unfinished (its worker is shutting down): same run
+    id, state running, attempt + 1; becomes RETRY and drops the run's lease at once."""
 
 
 EMIT_SCRIPT = """
@@ -64,6 +68,7 @@ local cur = redis.call('HMGET', task, 'state', 'attempt', 'run')
 local cur_state, cur_attempt, cur_run = cur[1], tonumber(cur[2]), cur[3]
 local terminal = {SUCCESS = true, FAILURE = true, REVOKED = true}
 local queued = {PENDING = true, RETRY = true}
+local running = {STARTED = true, PROGRESS = true}
 if guard == 'create' then
   if cur_state then return {0, cur_state} end
 elseif not cur_state then
@@ -79,6 +84,11 @@ elseif guard == 'abandon' then
   if terminal[cur_state] or attempt ~= cur_attempt then return {0, cur_state} end
 elseif guard == 'revoke' then
   if terminal[cur_state] then return {0, cur_state} end
+elseif guard == 'release' then
+  if not running[cur_state] or run ~= cur_run or attempt ~= cur_attempt + 1 then
+    return {0, cur_state}
+  end
+  redis.call('DEL', KEYS[11])
 else
   return redis.error_reply('unknown guard ' .. guard)
 end
@@ -92,6 +102,12 @@ local fields = {'state', state, 'attempt', attempt, 'run', run}
 for i = 9, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', task, unpack(fields))
 redis.call('EXPIRE', task, task_ttl)
+if terminal[state] then
+  redis.call('ZREM', KEYS[12], redis.call('HGET', task, 'id'))
+  redis.call('DEL', KEYS[11])
+elseif guard == 'create' or guard == 'requeue' or guard == 'release' then
+  redis.call('ZADD', KEYS[12], redis.call('TIME')[1], redis.call('HGET', task, 'id'))
+end
 if guard == 'create' then
   local score = redis.call('HGET', task, 'created_ms')
   local tid = redis.call('HGET', task, 'id')
@@ -195,7 +211,7 @@ class EventWriter:
                   session.seq, session.log, session.tasks,
                   user.seq, user.log, user.tasks,
                   keys.batch_tasks(who.batch),
-                  session.channel, user.channel, keys.run_lease(who.task_id)],
+                  session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE],
             args=args,
         )
         if int(result[0]) != 1:

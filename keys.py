@@ -17,6 +17,16 @@ QUEUE = f"{PREFIX}:queue"
 CONTROL_CHANNEL = f"{PREFIX}:control"
 """Worker control: `{"op": "wake"}` after an enqueue, `{"op": "cancel", "task_id": ...}`."""
 
+ACTIVE = f"{PREFIX}:active"
+"""Sorted set: every task that is not finished (by when it last became queued), which the
+recovery sweep reads; `events.EMIT_SCRIPT` keeps it."""
+
+SWEEP_LOCK = f"{PREFIX}:sweep:lock"
+"""String with a TTL: the process sweeping for stranded tasks this interval."""
+
+SWEEP_CURSOR = f"{PREFIX}:sweep:cursor"
+"""String: where the last sweep's ZSCAN of `ACTIVE` stopped."""
+
 USERNAMES = f"{PREFIX}:usernames"
 """Hash: user name -> user id (names come from people; they never go into a key name)."""
 
