@@ -79,3 +79,46 @@ def named_texture(payload: dict[str, Any], progress: Progress) -> dict[str, Any]
     from tasks.texture import describe
 
     return _by_name(payload, progress, describe)
+
+
+def _note_child(payload: dict[str, Any]) -> None:
+    """Write the child's pid beside the task's files (`child.pid`), for a test to kill it."""
+    (Path(payload["artifacts_dir"]).parent / "child.pid").write_text(str(os.getpid()))
+
+
+def short_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """One stage of 20 steps over about four seconds (RELIABILITY A1's job), its child's pid
+    written first: a task a chaos test can kill the worker of at half way."""
+    _note_child(payload)
+    for i in range(20):
+        _work(0.2)
+        progress("steps", (i + 1) / 20)
+    return {"stats": {"bytes": Path(payload["source"]).stat().st_size, "steps": 20},
+            "artifacts": []}
+
+
+def allocate_past_limit(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Touch memory 32 MiB at a time until the child's limit stops it (MemoryError); a child
+    with no limit stops at 2 GiB and succeeds, which a test of the limit reports as a failure."""
+    _note_child(payload)
+    blocks: list[bytes] = []
+    chunk = 32 * 1024**2
+    while len(blocks) * chunk < 2 * 1024**3:
+        blocks.append(b"\x01" * chunk)
+        progress("allocating", len(blocks) * chunk / (2 * 1024**3))
+    return {"stats": {"allocated": len(blocks) * chunk}, "artifacts": []}
+
+
+STORM_STAGES = 3000
+STORM_STAGE_NAME = 1000
+"""A storm's stages, and the length of each one's name: about 3 MB of events in all."""
+
+
+def storm(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """An event storm: every step a new stage with a long name, so neither the child's throttle
+    nor the worker's coalescing may drop one (a stage change is always sent)."""
+    _note_child(payload)
+    padding = "x" * STORM_STAGE_NAME
+    for i in range(STORM_STAGES):
+        progress(f"{i:05d}-{padding}", 1.0)
+    return {"stats": {"stages": STORM_STAGES}, "artifacts": []}
