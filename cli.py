@@ -44,10 +44,13 @@ async def _services(settings: Settings) -> AsyncIterator[Services]:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from http_limits import protocol_class
+
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     print(f"Kiln on http://{host}:{port}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run("server:app", host=host, port=port, loop="uvloop", http="httptools",
+    uvicorn.run("server:app", host=host, port=port, loop="uvloop",
+                http=protocol_class(settings),
                 timeout_graceful_shutdown=5, log_level="info", proxy_headers=False)
     return 0
 

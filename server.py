@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from api import auth, events, health, tasks, uploads
 from api.errors import EXCEPTION_HANDLERS
 from auth.backend import TokenBackend
+from http_limits import HeadLimitsMiddleware
 from redis_server import PrivateRedis
 from security_headers import SecurityHeadersMiddleware
 from services import open_services
@@ -56,7 +57,7 @@ def build_app(settings: Settings | None = None, *,
     return Starlette(
         routes=[*auth.routes, *uploads.routes, *tasks.routes, *events.routes, *health.routes,
                 Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")],
-        middleware=[Middleware(SecurityHeadersMiddleware),
+        middleware=[Middleware(SecurityHeadersMiddleware), Middleware(HeadLimitsMiddleware),
                     Middleware(AuthenticationMiddleware, backend=TokenBackend())],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from http_limits import protocol_class
 from server import build_app
 from settings import Settings
 
@@ -40,7 +41,8 @@ def start_live_server(settings: Settings, *, pipelines: Mapping[str, str] | None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, loop="asyncio", lifespan="on", log_level="warning",
+    config = uvicorn.Config(app, loop="asyncio", http=protocol_class(settings), lifespan="on",
+                            log_level="warning",
                             timeout_graceful_shutdown=graceful_shutdown, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
