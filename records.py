@@ -76,6 +76,16 @@ class TaskRecord:
         return int(self.fields.get("attempt", "1"))
 
     @property
+    def lost(self) -> int:
+        """How many of its runs were lost (a worker died); shutdowns do not count."""
+        return int(self.fields.get("lost") or "0")
+
+    @property
+    def job(self) -> str:
+        """The arq job id the current run was claimed by ("" while waiting)."""
+        return self.fields.get("job", "")
+
+    @property
     def run(self) -> str:
         return self.fields.get("run", "")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -24,8 +25,11 @@ from services import Services
 from tasks.jobs import PIPELINES, WorkerContext, process_asset
 from tasks.pool import ChildPool
 from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
+from tasks.sweep import Sweeper
 
 log = logging.getLogger("kiln.worker")
+
+WAKE = json.dumps({"op": "wake"})
 
 PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture", "tasks.material")
 """Imported by every child before its first task, so no task pays for them."""
@@ -44,6 +48,20 @@ class KilnWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._wake.set()  # a slot is free: look at the queue now
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's, minus the jobs this worker is running already. arq trusts its in-progress key
+        alone, so after a long Redis stall (the key expired meanwhile) it would start a second
+        run of the same job id beside the first, and its bookkeeping of the two would collide
+        (a KeyError in run_job)."""
+        running = {job_id for job_id, task in self.tasks.items() if not task.done()}
+        await super().start_jobs([j for j in job_ids if j.decode() not in running])
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
+        await super().finish_job(job_id, finish, *args, **kwargs)
+        if not finish:  # back in the queue (a shutdown, a deferred duplicate): wake the others
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.publish(keys.CONTROL_CHANNEL, WAKE)
 
     async def main(self) -> None:
         """arq's main loop, with the fixed-delay sleep replaced by a wake-up wait."""
@@ -140,11 +158,20 @@ async def running_worker(services: Services, *, burst: bool = False,
     await pool.start()
     worker = build_worker(services, pool, burst=burst, pipelines=pipelines)
     task = asyncio.create_task(supervise(worker), name="kiln-worker")
+    sweeper = asyncio.create_task(sweeper_for(services).run(), name="kiln-sweep")
     try:
         yield RunningWorker(worker, pool, task)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for background in (sweeper, task):
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         await worker.stop()
         await pool.close()
+
+
+def sweeper_for(services: Services) -> Sweeper:
+    """The recovery sweep of a worker: every KILN_SWEEP_INTERVAL; a waiting task's job has
+    that long to reach the queue before it is enqueued again."""
+    interval = services.settings.sweep_interval
+    return Sweeper(services, interval=interval, grace=interval)

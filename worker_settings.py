@@ -8,6 +8,7 @@ in the same data directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ from settings import Settings
 from tasks.jobs import PIPELINES, WorkerContext, process_asset
 from tasks.pool import ChildPool
 from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
-from worker import PRELOAD, handle_control
+from worker import PRELOAD, handle_control, sweeper_for
 
 _settings = Settings.from_env()
 
@@ -39,7 +40,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack.push_async_callback(pool.close)
     context = WorkerContext(services=services, pool=pool, pipelines=dict(PIPELINES))
     services.hub.on_control(lambda message: handle_control(message, context))
+    sweeper = asyncio.create_task(sweeper_for(services).run(), name="kiln-sweep")
+    stack.push_async_callback(_cancel, sweeper)
     ctx["kiln"] = context
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

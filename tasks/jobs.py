@@ -1,10 +1,13 @@
 """The asset job: claim the task, run its pipeline in a child, report progress, finish exactly once.
 
 arq delivers a job at least once. The task record decides what a delivery does: a finished task is
-left alone; a queued one is claimed (STARTED, with a fresh run id); one that a lost run left
-STARTED gets a new attempt (RETRY) or, past the attempt limit, FAILURE `worker_lost`. Every later
-event of the run must match its attempt and run id, so a stale run can never write a second
-terminal event; when one of its events is refused, it kills its child and stops.
+left alone; a queued one is claimed (STARTED, with a fresh run id and the run's lease); one that a
+live run holds is looked at again when that run's lease would lapse (never dropped: arq would
+forget the job); one that a lost run left STARTED gets a new attempt (RETRY) or, after
+KILN_MAX_ATTEMPTS lost runs, FAILURE `worker_lost`. A run whose worker stops (SIGTERM) hands its
+task back at once as a new attempt that is not counted as lost. Every later event of the run must
+match its attempt and run id, so a stale run can never write a second terminal event; when one of
+its events is refused, it kills its child and stops.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
+from arq.worker import Retry
 from redis.exceptions import RedisError
 
 import keys
@@ -26,12 +30,14 @@ from events import RUNNING_STATES, Emitted, Guard, TaskState
 from ids import new_id
 from records import TaskRecord
 from services import Services
-from tasks import errors
 from tasks.coalesce import ProgressCoalescer
 from tasks.errors import TaskError
 from tasks.pool import ChildPool
 
 log = logging.getLogger("kiln.jobs")
+
+HAND_BACK_TIMEOUT = 5.0
+"""Seconds a stopping worker spends handing a running task back before it gives up."""
 
 PIPELINES: Mapping[str, str] = {
     "mesh": "tasks.mesh:process",
@@ -84,29 +90,47 @@ class _Run:
             return
         self.attempt = record.attempt
         if record.state in RUNNING_STATES:
-            if await self.services.redis.exists(keys.run_lease(self.task_id)):
-                return  # a live run holds the task: this delivery is a duplicate
-            if not await self._recover_lost_run():
-                return
+            lease_ms = await self.services.redis.pttl(keys.run_lease(self.task_id))
+            if lease_ms > 0:
+                # A live run holds the task. Returning would make arq drop this job, and if
+                # that run then vanishes without a word, nothing would run the task again: look
+                # again when the lease would have lapsed (a finished task then just returns).
+                raise Retry(defer=lease_ms / 1000 + 0.05)
+            # the run that held it is gone: a new attempt in a new job, or `worker_lost`
+            await self.services.queue.recover_lost(record)
+            return
         claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
-                                   fields={"started": repr(time.time())})
+                                   fields={"started": repr(time.time()), "job": self.job_id})
         if claimed is None:
             return  # another delivery got there first, or it was cancelled meanwhile
         lease = asyncio.create_task(self._keep_lease())
         try:
             await self._process()
+        except asyncio.CancelledError:
+            # the worker is stopping: hand the task back now, not after the lease lapses, and
+            # without counting it as a loss
+            lease.cancel()
+            await asyncio.shield(self._hand_back(lease))
+            raise
         finally:
             lease.cancel()
 
-    async def _recover_lost_run(self) -> bool:
-        settings = self.services.settings
-        if self.attempt >= settings.max_attempts:
-            error = {"code": errors.WORKER_LOST,
-                     "message": f"the worker processing it stopped {self.attempt} times"}
-            await self._finish(Guard.ABANDON, TaskState.FAILURE, error=error)
-            return False
-        self.attempt += 1
-        return await self._emit(Guard.REQUEUE, TaskState.RETRY, stage="queued") is not None
+    async def _hand_back(self, lease: asyncio.Task[None]) -> None:
+        """Give the task back for another worker (bounded: the process is stopping). If Redis
+        cannot be reached, the run's lease lapses and the task is recovered as a lost run."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease  # so no refresh of the lease can land after it is dropped
+        try:
+            async with asyncio.timeout(HAND_BACK_TIMEOUT):
+                record = await self.services.tasks.get(self.task_id)
+                if record is None or record.run != self.run_id:
+                    return
+                if await self.services.queue.hand_back(record, run=self.run_id, job=self.job_id):
+                    log.info("task %s handed back at shutdown (attempt %d next)",
+                             self.task_id, record.attempt + 1)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("task %s not handed back (%s); it is retaken when its lease lapses",
+                        self.task_id, type(exc).__name__)
 
     async def _process(self) -> None:
         assert self.record is not None
@@ -182,8 +206,9 @@ class _Run:
 
     async def _finish(self, guard: Guard, state: TaskState, *,
                       error: dict[str, str] | None = None,
-                      result: dict[str, Any] | None = None) -> None:
-        fields = {"finished": repr(time.time())}
+                      result: dict[str, Any] | None = None,
+                      fields: dict[str, str] | None = None) -> None:
+        fields = {**(fields or {}), "finished": repr(time.time())}
         extra: dict[str, Any] = {}
         if error is not None:
             extra["error"] = error

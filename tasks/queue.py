@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 import keys
 from events import EventWriter, Guard, TaskIdentity, TaskState
 from ids import new_id
 from records import TaskRecord
 from settings import Settings
+from tasks.errors import WORKER_LOST
 
 PROCESS_ASSET = "process_asset"
 """The arq function name of every asset task (a wire identifier: renaming it breaks queued jobs)."""
@@ -153,6 +154,53 @@ class TaskQueue:
         await self._enqueue(record.id, attempt)
         return True
 
+    async def hand_back(self, record: TaskRecord, *, run: str, job: str) -> bool:
+        """A run whose worker is stopping gives its task back unfinished: RETRY with the next
+        attempt (not counted as a loss: nothing went wrong), its lease dropped, and the task's
+        job swapped for one of the new attempt, which any worker may start at once."""
+        attempt = record.attempt + 1
+        emitted = await self._events.emit(
+            record.identity, Guard.RELEASE, TaskState.RETRY, attempt=attempt, run=run,
+            stage="queued", extra={"reason": "shutdown"},
+            fields={"started": "", "job": ""},
+        )
+        if emitted is None:
+            return False
+        await self._forget(job)
+        await self._enqueue(record.id, attempt)
+        return True
+
+    async def recover_lost(self, record: TaskRecord) -> TaskState | None:
+        """A run that was lost (its worker died, or its job vanished) gets a new attempt, or,
+        once KILN_MAX_ATTEMPTS runs were lost, fails with `worker_lost`. Returns the state it
+        moved to; None when the guard refused (another process recovered it first)."""
+        lost = record.lost + 1
+        if lost >= self._settings.max_attempts:
+            error = {"code": WORKER_LOST,
+                     "message": f"the worker processing it stopped {lost} times"}
+            emitted = await self._events.emit(
+                record.identity, Guard.ABANDON, TaskState.FAILURE, attempt=record.attempt,
+                run=record.run, stage="failed", extra={"error": error},
+                fields={"lost": str(lost), "finished": repr(time.time()),
+                        "error": json.dumps(error)},
+            )
+            return TaskState.FAILURE if emitted is not None else None
+        attempt = record.attempt + 1
+        emitted = await self._events.emit(
+            record.identity, Guard.REQUEUE, TaskState.RETRY, attempt=attempt, stage="queued",
+            extra={"reason": WORKER_LOST},
+            fields={"started": "", "job": "", "lost": str(lost)},
+        )
+        if emitted is None:
+            return None
+        await self._enqueue(record.id, attempt)
+        return TaskState.RETRY
+
+    async def enqueue_again(self, record: TaskRecord) -> bool:
+        """Queue the job of a waiting task whose job is gone (an enqueue that never happened);
+        False when arq still holds a job of that id."""
+        return await self._enqueue(record.id, record.attempt)
+
     async def standing(self, job_ids: Sequence[str]) -> QueueStanding:
         """Positions of `job_ids` in the queue and the number of ready jobs, in one script;
         callers bound `job_ids` (each costs two O(log n) lookups)."""
@@ -166,12 +214,20 @@ class TaskQueue:
             queued=int(queued),
         )
 
-    async def _enqueue(self, task_id: str, attempt: int) -> None:
-        await self._redis.enqueue_job(
+    async def _enqueue(self, task_id: str, attempt: int) -> bool:
+        job = await self._redis.enqueue_job(
             PROCESS_ASSET, task_id, _job_id=job_id(task_id, attempt),
             _queue_name=keys.QUEUE, _expires=QUEUE_EXPIRY_S,
         )
         await self._control({"op": "wake"})
+        return job is not None
+
+    async def _forget(self, job: str) -> None:
+        """Take a job out of arq's queue for good (its task now runs under another job id)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.QUEUE, job)
+            pipe.delete(job_key_prefix + job, retry_key_prefix + job)
+            await pipe.execute()
 
     async def _control(self, message: dict[str, str]) -> None:
         await self._redis.publish(keys.CONTROL_CHANNEL, json.dumps(message))

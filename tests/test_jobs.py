@@ -87,7 +87,8 @@ async def test_a_task_whose_worker_keeps_dying_fails_with_worker_lost(
     ident = record.identity
     await services.events.emit(ident, Guard.CLAIM, TaskState.STARTED, attempt=1, run="r1")
     for attempt in (2, 3):  # KILN_MAX_ATTEMPTS = 3 deliveries, each lost
-        await services.events.emit(ident, Guard.REQUEUE, TaskState.RETRY, attempt=attempt)
+        await services.events.emit(ident, Guard.REQUEUE, TaskState.RETRY, attempt=attempt,
+                                   fields={"lost": str(attempt - 1)})
         await services.events.emit(ident, Guard.CLAIM, TaskState.STARTED, attempt=attempt,
                                    run=f"r{attempt}")
     await services.redis.delete(keys.run_lease(tid))
