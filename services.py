@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 import keys
 from accounts import Accounts
+from auth.hasher import PasswordHasher
+from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
 from event_stream import EventFeed
 from events import EventWriter
@@ -24,6 +35,16 @@ from tasks.queue import TaskQueue, job_deserializer, job_serializer
 log = logging.getLogger("kiln")
 
 SNAPSHOT_LIMIT = 500
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+
+
+class RedisUnreachable(RuntimeError):
+    """Redis did not answer within `redis_start_wait` seconds of starting."""
+
+
+class RedisMisconfigured(RuntimeError):
+    """Redis is set up to lose acknowledged work (it evicts keys when full)."""
 
 
 @dataclass(frozen=True)
@@ -40,22 +61,114 @@ class Services:
     tokens: TokenService
     storage: Storage
     feed: EventFeed
+    logins: LoginThrottle
 
 
-def connect_redis(url: str) -> ArqRedis:
-    """The asyncio Redis client shared by the web app, the hub and the embedded worker."""
-    pool = ConnectionPool.from_url(url, socket_connect_timeout=5, max_connections=512)
+def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.0) -> ArqRedis:
+    """The asyncio Redis client shared by the web app, the hub and the embedded worker.
+
+    Every command (connect, write, read) gives up after `timeout` seconds, so a stalled or
+    half-open Redis fails the caller fast instead of hanging it. A connection idle for
+    `health_interval` is PINGed before reuse, and a PING that finds it closed reconnects once;
+    commands themselves are never retried (a write may have reached Redis).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": health_interval,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "max_connections": 512,
+    }
+    if not url.startswith("unix:"):
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = _keepalive_options(health_interval)
+    pool = ConnectionPool.from_url(url, **options)
     return ArqRedis(pool, job_serializer=job_serializer, job_deserializer=job_deserializer,
                     default_queue_name=keys.QUEUE)
 
 
+def _keepalive_options(health_interval: float) -> dict[int, int]:
+    """TCP keepalive probes after `health_interval` idle seconds, 3 a second apart: a peer host
+    that vanished is noticed even on a connection nobody writes to."""
+    wanted = {"TCP_KEEPIDLE": max(1, round(health_interval)), "TCP_KEEPINTVL": 1,
+              "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}
+
+
+def redacted(url: str) -> str:
+    """`url` without its password (in the authority or the query), fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        hidden = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
+        url = url.replace(parts.netloc, hidden, 1)
+    if "password" in parse_qs(parts.query):
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+        url = url.replace(parts.query, query, 1)
+    return url
+
+
+async def wait_for_redis(redis: ArqRedis, url: str, wait: float) -> None:
+    """Return once Redis answers PING; retry with backoff for up to `wait` seconds (0: forever),
+    logging one line per failed attempt, because under compose or systemd Redis may start later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait if wait > 0 else None
+    delay = FIRST_BACKOFF
+    for attempt in itertools.count(1):
+        try:
+            await redis.ping()
+            return
+        except (RedisError, OSError) as exc:
+            if deadline is not None and loop.time() + delay > deadline:
+                raise RedisUnreachable(
+                    f"Redis at {redacted(url)} did not answer within {wait:g} s "
+                    f"({type(exc).__name__}: {_reason(exc, url)})"
+                ) from None
+            log.warning("waiting for Redis at %s (attempt %d, next in %.1f s): %s",
+                        redacted(url), attempt, delay, _reason(exc, url))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    text = str(exc) or type(exc).__name__
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
+async def check_eviction_policy(redis: ArqRedis) -> None:
+    """Refuse a Redis that may evict keys: an evicted job or task key is acknowledged work lost."""
+    try:
+        config = await redis.config_get("maxmemory*")
+    except ResponseError:  # CONFIG renamed or not permitted (managed Redis): cannot tell
+        log.warning("could not read Redis's maxmemory-policy; it must be noeviction")
+        return
+    policy = str(config.get("maxmemory-policy") or "")
+    limit = int(config.get("maxmemory") or 0)
+    if policy in ("", "noeviction"):
+        return
+    if limit > 0:
+        raise RedisMisconfigured(
+            f"Redis evicts keys when full (maxmemory {limit}, maxmemory-policy {policy}): "
+            "tasks and jobs would vanish; set maxmemory-policy noeviction"
+        )
+    log.warning("Redis's maxmemory-policy is %s: set it to noeviction before setting maxmemory",
+                policy)
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Services]:
-    """Connect to Redis, start the hub, and close both on exit."""
-    redis = connect_redis(redis_url)
-    hub = Hub(redis, mailbox_size=settings.sse_queue_size)
+    """Connect to Redis (waiting for it up to `redis_start_wait`), start the hub, and close both
+    on exit."""
+    redis = connect_redis(redis_url, timeout=settings.redis_timeout,
+                          health_interval=settings.redis_health_interval)
+    hub = Hub(redis, mailbox_size=settings.sse_queue_size,
+              ping_interval=settings.redis_health_interval, reply_timeout=settings.redis_timeout)
+    hasher = PasswordHasher(settings.hash_threads, settings.hash_waiting)
     try:
-        await redis.ping()
+        await wait_for_redis(redis, redis_url, settings.redis_start_wait)
+        await check_eviction_policy(redis)
         await hub.start()
         storage = Storage(settings.data_dir)
         storage.prepare()
@@ -68,11 +181,13 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             tasks=store,
             events=events,
             queue=TaskQueue(redis, events, settings),
-            accounts=Accounts(redis),
+            accounts=Accounts(redis, hasher),
             tokens=TokenService(str(settings.jwt_secret), settings.token_ttl, leeway=5),
             storage=storage,
             feed=EventFeed(redis, hub, store, snapshot_limit=SNAPSHOT_LIMIT),
+            logins=LoginThrottle.from_settings(redis, settings),
         )
     finally:
+        hasher.close()
         await hub.close()
         await redis.aclose(close_connection_pool=True)

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 import keys
@@ -84,10 +85,12 @@ class _Channel:
 class Hub:
     """Owns the process's single pub/sub connection; `listen(channel)` gives a live mailbox."""
 
-    def __init__(self, redis: Redis, *, mailbox_size: int, ping_interval: float = 5.0) -> None:
+    def __init__(self, redis: Redis, *, mailbox_size: int, ping_interval: float = 5.0,
+                 reply_timeout: float = 2.0) -> None:
         self._redis = redis
         self._mailbox_size = mailbox_size
         self._ping_interval = ping_interval
+        self._reply_timeout = reply_timeout
         self._channels: dict[bytes, _Channel] = {}
         self._confirm: dict[tuple[str, bytes], asyncio.Future[None]] = {}
         self._control_handlers: list[ControlHandler] = []
@@ -95,6 +98,11 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """False while the pub/sub connection is being re-established."""
+        return self._connected.is_set() and not self._closing
 
     @property
     def channel_count(self) -> int:
@@ -145,33 +153,41 @@ class Hub:
             if not entry.listeners:
                 await asyncio.shield(self._release(name, entry))
 
-    async def _subscribe(self, name: bytes, attempts: int = 5) -> None:
-        for attempt in range(attempts):
+    async def _subscribe(self, name: bytes) -> None:
+        """Subscribe, riding out a reconnect in progress for up to twice the reply timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self._reply_timeout
+        delay = 0.05
+        while True:
             try:
-                await self._command("subscribe", name)
+                async with asyncio.timeout_at(deadline):
+                    await self._connected.wait()
+                    await self._command("subscribe", name)
                 return
-            except (ConnectionError, RedisError, OSError):
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-                await asyncio.wait_for(self._connected.wait(), timeout=10)
+            except (ConnectionError, RedisError, OSError, TimeoutError) as exc:
+                if loop.time() + delay >= deadline:
+                    raise RedisConnectionError("the pub/sub connection is down") from exc
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def _release(self, name: bytes, entry: _Channel) -> None:
         async with entry.lock:
-            if entry.listeners or not entry.subscribed:
+            if entry.listeners:
                 return
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError, ConnectionError):
-                await self._command("unsubscribe", name)
-            entry.subscribed = False
+            if entry.subscribed:
+                with contextlib.suppress(RedisError, OSError, TimeoutError, ConnectionError):
+                    await self._command("unsubscribe", name)
+                entry.subscribed = False
             if not entry.listeners and self._channels.get(name) is entry:
                 del self._channels[name]
 
     async def _command(self, kind: str, name: bytes) -> None:
         """Send (un)subscribe and wait for Redis to confirm it on the reader."""
-        await self._connected.wait()
         pubsub = self._pubsub
-        if pubsub is None or self._closing:
-            raise ConnectionError("the hub is closed")
+        if pubsub is None or self._closing or not self._connected.is_set():
+            # a dropped connection holds no subscriptions, and a reconnect subscribes only
+            # the channels still marked subscribed: nothing to undo, nothing to wait for
+            raise ConnectionError("the pub/sub connection is down")
         future = asyncio.get_running_loop().create_future()
         self._confirm[(kind, name)] = future
         try:
@@ -179,7 +195,7 @@ class Hub:
                 await pubsub.subscribe(name)
             else:
                 await pubsub.unsubscribe(name)
-            await asyncio.wait_for(future, timeout=10)
+            await asyncio.wait_for(future, timeout=self._reply_timeout)
         finally:
             self._confirm.pop((kind, name), None)
 
@@ -210,11 +226,12 @@ class Hub:
         await pubsub.subscribe(*names)
         pending = set(names)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + self._reply_timeout
         while pending:
-            if loop.time() > deadline:
+            left = deadline - loop.time()
+            if left <= 0:
                 raise TimeoutError("Redis did not confirm the subscriptions")
-            message = await pubsub.get_message(timeout=1.0)
+            message = await pubsub.get_message(timeout=left)
             if message and message["type"] == "subscribe":
                 pending.discard(message["channel"])
         self._connected.set()
@@ -229,22 +246,32 @@ class Hub:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
+        """Dispatch messages until the link fails. redis-py's own pub/sub health check only
+        sends PING and never notices a missing reply (redis-py #2417), so the hub PINGs after
+        `ping_interval` of silence and declares the link dead when nothing at all arrives
+        within `reply_timeout`: a half-open link is noticed within the sum of the two."""
         pubsub = self._pubsub
         assert pubsub is not None
         control = keys.CONTROL_CHANNEL.encode()
         loop = asyncio.get_running_loop()
-        last_seen, pinged = loop.time(), False
+        last_seen = loop.time()
+        answer_by: float | None = None  # set while a PING we sent awaits any reply
         while True:
-            message = await pubsub.get_message(timeout=self._ping_interval)
             now = loop.time()
-            if message is None:
-                if now - last_seen >= self._ping_interval:
-                    if pinged:
-                        raise TimeoutError("Redis did not answer PING")
+            if answer_by is None:
+                wait = last_seen + self._ping_interval - now
+                if wait <= 0:
                     await pubsub.ping()
-                    pinged = True
+                    answer_by = now + self._reply_timeout
+                    continue
+            else:
+                wait = answer_by - now
+                if wait <= 0:
+                    raise TimeoutError("Redis did not answer PING")
+            message = await pubsub.get_message(timeout=wait)
+            if message is None:
                 continue
-            last_seen, pinged = now, False
+            last_seen, answer_by = loop.time(), None
             kind = message["type"]
             if kind == "message":
                 if message["channel"] == control:

@@ -15,6 +15,9 @@ from uploads import FileTooLarge, TooManyFiles, UploadRefused
 
 log = logging.getLogger("kiln.api")
 
+RETRY_AFTER = 2
+"""Seconds a client is told to wait after a 503 (about one Redis timeout)."""
+
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "too_large", 415: "unsupported_type", 503: "unavailable",
@@ -63,10 +66,17 @@ async def _upload_refused(request: Request, exc: Exception) -> Response:
     return error_response(status, exc.code, exc.message, file=exc.file)
 
 
+def unavailable_response(retry_after: int = RETRY_AFTER) -> JSONResponse:
+    """503 `unavailable`: Redis is down, stalled or full; the client may retry after a while."""
+    response = error_response(503, "unavailable", "the service's store is unavailable; try again")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 async def _redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path,
                 type(exc).__name__)
-    return error_response(503, "unavailable", "the service's store is unavailable; try again")
+    return unavailable_response()
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
