@@ -16,7 +16,9 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from api import auth, events, health, tasks, uploads
+from api.api_only import ApiOnly
 from api.errors import EXCEPTION_HANDLERS
+from api.unavailable import RedisUnavailableMiddleware
 from auth.backend import TokenBackend
 from http_limits import HeadLimitsMiddleware
 from redis_server import PrivateRedis
@@ -57,8 +59,12 @@ def build_app(settings: Settings | None = None, *,
     return Starlette(
         routes=[*auth.routes, *uploads.routes, *tasks.routes, *events.routes, *health.routes,
                 Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")],
-        middleware=[Middleware(SecurityHeadersMiddleware), Middleware(HeadLimitsMiddleware),
-                    Middleware(AuthenticationMiddleware, backend=TokenBackend())],
+        # RedisUnavailableMiddleware stays first after the headers: it turns a Redis failure in
+        # any middleware below it into 503, and authentication runs only for /api paths
+        middleware=[Middleware(SecurityHeadersMiddleware), Middleware(RedisUnavailableMiddleware),
+                    Middleware(HeadLimitsMiddleware),
+                    Middleware(ApiOnly, middleware=AuthenticationMiddleware,
+                               backend=TokenBackend())],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
