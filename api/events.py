@@ -5,17 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import keys
 from api.deps import require_user, services
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from event_stream import parse_cursor
+from stream_slots import StreamsFull, StreamSlot, take_slot
 from streaming import Overflow
+
+
+class _SlotStream(EventSourceResponse):
+    """An event stream that holds its session's slot from the first byte to the last (HEAD and
+    a client gone before the first event included)."""
+
+    def __init__(self, slot: StreamSlot, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.slot.held():
+            await super().__call__(scope, receive, send)
 
 
 async def stream_events(request: Request) -> Response:
@@ -33,6 +49,14 @@ async def stream_events(request: Request) -> Response:
         raw_cursor = request.query_params.get("last_event_id")
     cursor = parse_cursor(raw_cursor)
     expires_at = signed_in.claims.expires_at
+    try:
+        slot = await take_slot(kiln.redis, signed_in.claims.session_id,
+                               kiln.settings.sse_per_session)
+    except StreamsFull as full:
+        response = error_response(429, "too_many_streams",
+                                  f"{full}: close one (each browser tab holds one)")
+        response.headers["Retry-After"] = str(full.retry_after)
+        return response
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         feed = kiln.feed.follow(stream, cursor)
@@ -47,8 +71,8 @@ async def stream_events(request: Request) -> Response:
         finally:
             await feed.aclose()
 
-    return EventSourceResponse(events(), ping=kiln.settings.sse_ping,
-                               headers={"Cache-Control": "no-store"})
+    return _SlotStream(slot, events(), ping=kiln.settings.sse_ping,
+                       headers={"Cache-Control": "no-store"})
 
 
 def _loop_deadline(expires_at: int) -> float:

@@ -1,0 +1,132 @@
+"""Event streams: at most KILN_SSE_PER_SESSION per session across processes; odd cursors are safe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import redis.asyncio as redis_async
+
+from stream_slots import slots_key
+from tests.client import KilnClient, parse_sse
+from tests.conftest import make_settings
+from tests.live import LiveServer, ServerFactory
+from tests.users import add_user
+
+CAP = 3
+
+
+@pytest.fixture
+def capped_server(redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> LiveServer:
+    settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False,
+                             sse_per_session=CAP, header_timeout=0.5, sse_ping=0.2)
+    return live_server_factory(settings)
+
+
+async def _signed_in(server: LiveServer, redis_url: str) -> KilnClient:
+    with contextlib.suppress(Exception):  # the second sign-in of a test reuses the user
+        await add_user(redis_url, "alice")
+    client = KilnClient(server.url)
+    await client.login("alice", "correct horse battery")
+    return client
+
+
+def _session_of(client: KilnClient) -> str:
+    assert client.token is not None
+    return str(jwt.decode(client.token, options={"verify_signature": False})["sid"])
+
+
+@contextlib.asynccontextmanager
+async def _open_stream(client: KilnClient, headers: dict[str, str] | None = None
+                       ) -> AsyncIterator[httpx.Response]:
+    async with client.http.stream("GET", "/api/events", headers={**client.headers, **(headers or {})},
+                                  timeout=httpx.Timeout(10)) as response:
+        yield response
+
+
+async def _first_event(response: httpx.Response) -> str:
+    async with asyncio.timeout(10):
+        async for event in parse_sse(response.aiter_lines()):
+            return event.event
+    raise AssertionError("the stream ended before its first event")
+
+
+async def _slots_in_use(redis_url: str, session_id: str) -> int:
+    client = redis_async.Redis.from_url(redis_url)
+    try:
+        return int(await client.zcard(slots_key(session_id)))
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.chaos
+async def test_one_stream_over_the_cap_gets_429_and_a_closed_one_frees_its_slot(
+        capped_server: LiveServer, redis_url: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    async with client, contextlib.AsyncExitStack() as streams:
+        opened = [await streams.enter_async_context(_open_stream(client)) for _ in range(CAP)]
+        for response in opened:
+            assert response.status_code == 200
+            assert await _first_event(response) == "snapshot"
+        refused = await client.get("/api/events")
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "too_many_streams"
+        assert 1 <= int(refused.headers["retry-after"]) <= 30
+        other = await _signed_in(capped_server, redis_url)  # another session has its own count
+        async with other, _open_stream(other) as response:
+            assert response.status_code == 200
+        await opened[0].aclose()
+        session = _session_of(client)
+        async with asyncio.timeout(5):
+            while await _slots_in_use(redis_url, session) >= CAP:
+                await asyncio.sleep(0.02)  # the server sees the disconnect, then frees the slot
+        async with _open_stream(client) as response:
+            assert response.status_code == 200
+
+
+@pytest.mark.chaos
+async def test_streams_of_other_processes_count_and_those_of_dead_ones_expire(
+        capped_server: LiveServer, redis_url: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    key = slots_key(_session_of(client))
+    now = time.time()
+    store = redis_async.Redis.from_url(redis_url)
+    try:
+        await store.zadd(key, {f"live-{i}": now + 30 for i in range(CAP - 1)})  # another process
+        await store.zadd(key, {f"dead-{i}": now - 1 for i in range(10)})  # one killed long ago
+    finally:
+        await store.aclose()
+    async with client, _open_stream(client) as response:
+        assert response.status_code == 200
+        refused = await client.get("/api/events")
+        assert refused.status_code == 429
+        assert 29 <= int(refused.headers["retry-after"]) <= 30
+
+
+@pytest.mark.parametrize("cursor", ["abc", "99999999999999-0", "x" * 10_000, "-1", "1e9",
+                                    "18446744073709551616", "7 7"])
+async def test_a_garbage_last_event_id_starts_from_a_snapshot(
+        capped_server: LiveServer, redis_url: str, cursor: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    async with client, _open_stream(client, {"Last-Event-ID": cursor}) as response:
+        assert response.status_code == 200
+        assert await _first_event(response) == "snapshot"
+
+
+async def test_a_stream_outlives_the_head_deadline(capped_server: LiveServer,
+                                                   redis_url: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    async with client, _open_stream(client) as response:
+        assert response.status_code == 200
+        ends = time.monotonic() + capped_server.settings.header_timeout * 3
+        async with asyncio.timeout(10):
+            async for _line in response.aiter_lines():  # pings every 0.2 s
+                if time.monotonic() > ends:
+                    break
+        assert not response.is_closed
