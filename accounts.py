@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 import keys
+from auth.hasher import PasswordHasher
 from auth.passwords import hash_password, verify_password
 from ids import new_id
 
@@ -38,11 +39,17 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Accounts:
-    """Creates users and checks their passwords; hashing runs in a thread, off the event loop."""
+# Read in place of a missing user's record, so that a missing user costs the same round trips.
+_NO_USER = keys.user("none")  # new_id() makes 22 characters: never a real user
 
-    def __init__(self, redis: Redis) -> None:
+
+class Accounts:
+    """Creates users and checks their passwords; hashing runs off the event loop, on the
+    process's PasswordHasher (a one-off tool without one uses asyncio's default threads)."""
+
+    def __init__(self, redis: Redis, hasher: PasswordHasher | None = None) -> None:
         self._redis = redis
+        self._hasher = hasher
         self._dummy_hash: str | None = None
 
     async def create(self, name: str, password: str, *, admin: bool = False) -> User:
@@ -53,7 +60,10 @@ class Accounts:
             )
         if len(password) < 8:
             raise AccountError("a password needs at least 8 characters")
-        encoded = await asyncio.to_thread(hash_password, password)
+        if self._hasher is None:
+            encoded = await asyncio.to_thread(hash_password, password)
+        else:
+            encoded = await self._hasher.hash(password)
         user = User(id=new_id(), name=name, role="admin" if admin else "user")
         if not await self._redis.hsetnx(keys.USERNAMES, name, user.id):  # type: ignore[misc]
             raise AccountError(f"a user named {name!r} already exists")
@@ -71,19 +81,31 @@ class Accounts:
         return User(id=user_id, name=name, role=role or "user")
 
     async def authenticate(self, name: str, password: str) -> User | None:
-        """The user if the password is right; an unknown name costs the same time as a wrong one."""
+        """The user if the password is right; an unknown name costs the same time as a wrong one
+        (the same Redis round trips and one scrypt). Raises HasherBusy when hashing is full."""
         user_id = _text(await self._redis.hget(keys.USERNAMES, name))  # type: ignore[misc]
-        encoded = ""
-        if user_id:
-            encoded = _text(await self._redis.hget(keys.user(user_id), "password"))  # type: ignore[misc]
+        record = keys.user(user_id) if user_id else _NO_USER
+        encoded = _text(await self._redis.hget(record, "password"))  # type: ignore[misc]
         if not encoded:
             if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
-            await asyncio.to_thread(verify_password, password, self._dummy_hash)
+                # making the dummy costs one scrypt, as checking against it does from then on
+                self._dummy_hash = await self._hash_admitted(secrets.token_hex(8))
+            else:
+                await self._verify(password, self._dummy_hash)
             return None
-        if not await asyncio.to_thread(verify_password, password, encoded):
+        if not await self._verify(password, encoded):
             return None
         return await self.get(user_id)
+
+    async def _verify(self, password: str, encoded: str) -> bool:
+        if self._hasher is None:
+            return await asyncio.to_thread(verify_password, password, encoded)
+        return await self._hasher.verify(password, encoded)
+
+    async def _hash_admitted(self, password: str) -> str:
+        if self._hasher is None:
+            return await asyncio.to_thread(hash_password, password)
+        return await self._hasher.hash_admitted(password)
 
     async def count(self) -> int:
         return int(await self._redis.hlen(keys.USERNAMES))  # type: ignore[misc]

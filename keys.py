@@ -53,6 +53,17 @@ def revoked_token(token_id: str) -> str:
     return f"{PREFIX}:revoked:{token_id}"
 
 
+def ended_session(session_id: str) -> str:
+    """String with a TTL: a session that was signed out or whose refresh secret was reused; every
+    access token of it is refused until the longest-lived one would have expired."""
+    return f"{PREFIX}:ended:{session_id}"
+
+
+LOGIN_FAILURES = f"{PREFIX}:login"
+"""Key prefix of the sign-in throttle (the `limits` library's moving windows): failed sign-ins
+per user name and per client address, each identified by a keyed hash, never the name itself."""
+
+
 def refresh_session(session_id: str) -> str:
     """Hash with a TTL: a session's refresh credential (user, sha256 of the current and previous
     secret, when it was last rotated), kept `KILN_SESSION_TTL` from its last use."""

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import keys
 from api.deps import read_json, require_user, services
 from api.errors import ApiError
 from auth.backend import COOKIE_NAME, SignedIn
+from auth.hasher import HasherBusy
 from auth.refresh import COOKIE_NAME as REFRESH_COOKIE
 from auth.refresh import COOKIE_PATH as REFRESH_PATH
 from auth.refresh import RefreshSessions
+from auth.revocation import revoke
 from auth.tokens import IssuedToken
 from ids import new_id
 
+BUSY_RETRY_AFTER = 1
 
-def _session_expired() -> ApiError:
-    return ApiError(401, "session_expired", "the session has ended; sign in again")
+
+def _session_expired(message: str = "the session has ended; sign in again") -> ApiError:
+    return ApiError(401, "session_expired", message)
+
+
+def _retry_later(status: int, code: str, message: str, retry_after: int) -> Response:
+    """A refusal that says when to try again, in the body and in Retry-After."""
+    return JSONResponse({"error": code, "message": message, "retry_after": retry_after},
+                        status_code=status, headers={"Retry-After": str(retry_after)})
 
 
 def _sessions(request: Request) -> RefreshSessions:
     kiln = services(request)
-    return RefreshSessions(kiln.redis, kiln.settings.session_ttl, kiln.settings.refresh_grace)
+    return RefreshSessions(kiln.redis, kiln.settings.session_ttl, kiln.settings.refresh_grace,
+                           token_ttl=kiln.settings.token_ttl)
 
 
 def _token_response(request: Request, issued: IssuedToken, refresh_cookie: str | None) -> Response:
@@ -48,58 +58,78 @@ def _token_response(request: Request, issued: IssuedToken, refresh_cookie: str |
 
 
 async def login(request: Request) -> Response:
+    """Check a user name and password: throttled per name and per address, hashed on the
+    process's bounded hasher (busy: 503 at once), the same for a missing user as a wrong one."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        # also keeps a cross-site HTML form from signing a browser in
+        raise ApiError(415, "unsupported_type", "send the sign-in as application/json")
     body = await read_json(request)
     name, password = body.get("username"), body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         raise ApiError(400, "malformed_login", 'send {"username": ..., "password": ...}')
     kiln = services(request)
-    user = await kiln.accounts.authenticate(name, password[:4096])
+    address = request.client.host if request.client else None
+    verdict = await kiln.logins.check(name, address)
+    if verdict.retry_after:
+        return _retry_later(429, "rate_limited", "too many failed sign-ins; try again later",
+                            verdict.retry_after)
+    if verdict.delay:
+        await asyncio.sleep(verdict.delay)
+    try:
+        user = await kiln.accounts.authenticate(name, password[:4096])
+    except HasherBusy as busy:
+        return _retry_later(503, "busy", str(busy), BUSY_RETRY_AFTER)
     if user is None:
+        await kiln.logins.failed(name, address)
         raise ApiError(401, "invalid_credentials", "wrong user name or password")
+    await kiln.logins.succeeded(name)
     session_id = new_id()
     issued = kiln.tokens.issue(user.id, session_id)
     return _token_response(request, issued, await _sessions(request).start(user.id, session_id))
 
 
-async def _revoke(request: Request, signed_in: SignedIn) -> None:
-    ttl = max(1, signed_in.claims.expires_at - int(time.time()) + 1)
-    await services(request).redis.set(keys.revoked_token(signed_in.claims.token_id), "1", ex=ttl)
-
-
 async def refresh(request: Request) -> Response:
-    """A new access token for the same session, from a valid access token or, once it has
-    expired, from the refresh cookie; either way the refresh secret is rotated."""
+    """A new access token for the same session, from the refresh cookie only (an access token,
+    stolen or not, cannot extend itself), which is rotated; an access token of the same session
+    sent along is retired."""
     kiln = services(request)
     sessions = _sessions(request)
-    if isinstance(request.user, SignedIn):
-        signed_in = request.user
-        user_id, session_id = signed_in.user.id, signed_in.claims.session_id
-        issued = kiln.tokens.issue(user_id, session_id)
-        cookie = await sessions.start(user_id, session_id)
-        await _revoke(request, signed_in)
-        return _token_response(request, issued, cookie)
     presented = request.cookies.get(REFRESH_COOKIE)
-    renewal = await sessions.renew(presented) if presented else None
+    if not presented:
+        raise _session_expired("a refresh needs the session's refresh cookie; sign in again")
+    renewal = await sessions.renew(presented)
     if renewal is None:
         raise _session_expired()
     if await kiln.accounts.get(renewal.user_id) is None:
         await sessions.end(renewal.session_id)
         raise _session_expired()
+    signed_in = request.user
+    if isinstance(signed_in, SignedIn) and signed_in.claims.session_id == renewal.session_id:
+        await revoke(kiln.redis, kiln.settings.token_ttl, token=signed_in.claims)
     issued = kiln.tokens.issue(renewal.user_id, renewal.session_id)
     return _token_response(request, issued, renewal.cookie)
 
 
 async def logout(request: Request) -> Response:
-    """End the session: its access token and its refresh credential (either one is enough)."""
+    """End the session, every access token of it and its refresh credential; either the token or
+    the refresh cookie is enough (both, of two sessions: both end)."""
+    kiln = services(request)
     sessions = _sessions(request)
+    ended: set[str] = set()
     if isinstance(request.user, SignedIn):
-        await _revoke(request, request.user)
-        await sessions.end(request.user.claims.session_id)
-    else:
-        presented = request.cookies.get(REFRESH_COOKIE)
-        if not presented or not await sessions.end_by_cookie(presented):
-            raise _session_expired()
-    secure = services(request).settings.cookie_secure
+        await revoke(kiln.redis, kiln.settings.token_ttl, token=request.user.claims)
+        ended.add(request.user.claims.session_id)
+    presented = request.cookies.get(REFRESH_COOKIE)
+    by_cookie = await sessions.end_by_cookie(presented) if presented else None
+    if by_cookie is not None:
+        ended.add(by_cookie)
+    if not ended:
+        raise _session_expired()
+    for session_id in ended:
+        await sessions.end(session_id)
+        await revoke(kiln.redis, kiln.settings.token_ttl, session_id=session_id)
+    secure = kiln.settings.cookie_secure
     response = Response(status_code=204)
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure)
     response.delete_cookie(REFRESH_COOKIE, path=REFRESH_PATH, httponly=True, samesite="strict",

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.requests import HTTPConnection
 
-import keys
 from accounts import User
+from auth.revocation import is_revoked
 from auth.tokens import Claims, InvalidToken
 
 COOKIE_NAME = "kiln_token"
@@ -73,7 +73,7 @@ class TokenBackend(AuthenticationBackend):
             claims = services.tokens.decode(token)
         except InvalidToken as exc:
             return AuthCredentials(), Anonymous(exc.reason)
-        if await services.redis.exists(keys.revoked_token(claims.token_id)):
+        if await is_revoked(services.redis, claims):
             return AuthCredentials(), Anonymous("revoked")
         user = await services.accounts.get(claims.user_id)
         if user is None:

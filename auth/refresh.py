@@ -3,7 +3,8 @@
 The cookie value is `<session id>.<secret>`; Redis keeps only sha256(secret) of the current and
 the previous secret. Presenting the previous one within `grace` seconds of the rotation (two tabs
 refreshing at once) is accepted without another rotation; presenting it later means a copy of the
-credential is in use elsewhere, so the session's credential is deleted.
+credential is in use elsewhere, so the session's credential is deleted and the session ended:
+its access tokens are refused too (auth.revocation).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 import ids
 import keys
+from auth.revocation import revoke
 
 COOKIE_NAME = "kiln_refresh"
 COOKIE_PATH = "/api/auth"
@@ -92,12 +94,13 @@ def parse_cookie(cookie: str) -> tuple[str, str] | None:
 class RefreshSessions:
     """Starts, renews and ends sessions' refresh credentials; cheap to build per request."""
 
-    def __init__(self, redis: Redis, ttl: int, grace: float, *,
+    def __init__(self, redis: Redis, ttl: int, grace: float, *, token_ttl: int,
                  clock: Callable[[], float] = time.time) -> None:
         if ttl < 1:
             raise ValueError("the session ttl must be at least one second")
         self._redis = redis
         self._ttl = ttl
+        self._token_ttl = token_ttl
         self._grace = grace
         self._clock = clock
         self._start = redis.register_script(START_SCRIPT)
@@ -113,7 +116,8 @@ class RefreshSessions:
         return f"{session_id}.{secret}"
 
     async def renew(self, cookie: str) -> Renewal | None:
-        """Accept a cookie value once, rotating its secret; None if it is not valid (any more)."""
+        """Accept a cookie value once, rotating its secret; None if it is not valid (any more).
+        A rotated secret presented after the grace ends the session, access tokens and all."""
         parsed = parse_cookie(cookie)
         if parsed is None:
             return None
@@ -129,23 +133,25 @@ class RefreshSessions:
             return Renewal(user, session_id, f"{session_id}.{fresh}")
         if outcome == "grace" and ids.is_valid_id(user):
             return Renewal(user, session_id, None)
+        if outcome == "reused":
+            await revoke(self._redis, self._token_ttl, session_id=session_id)
         return None
 
     async def end(self, session_id: str) -> None:
         """Delete the session's credential (sign-out, or its user is gone)."""
         await self._redis.delete(keys.refresh_session(session_id))
 
-    async def end_by_cookie(self, cookie: str) -> bool:
-        """Delete the credential a cookie value belongs to (its current or previous secret);
-        False, deleting nothing, when it matches neither."""
+    async def end_by_cookie(self, cookie: str) -> str | None:
+        """Delete the credential a cookie value belongs to (its current or previous secret) and
+        return its session id; None, deleting nothing, when it matches neither."""
         parsed = parse_cookie(cookie)
         if parsed is None:
-            return False
+            return None
         session_id, secret = parsed
         raw = await self._redis.hmget(  # type: ignore[misc]
             keys.refresh_session(session_id), ["current", "previous"])
         presented = _digest(secret)
         if not any(hmac.compare_digest(presented, _text(stored)) for stored in raw if stored):
-            return False
+            return None
         await self.end(session_id)
-        return True
+        return session_id

@@ -69,7 +69,8 @@ async def test_wrong_password_and_unknown_user_are_the_same_401(live_server: Liv
     async with httpx.AsyncClient(base_url=live_server.url) as http:
         wrong = await http.post("/api/auth/login", json={"username": "alice", "password": "nope"})
         unknown = await http.post("/api/auth/login", json={"username": "bob", "password": "nope"})
-        malformed = await http.post("/api/auth/login", content=b"{not json")
+        malformed = await http.post("/api/auth/login", content=b"{not json",
+                                    headers={"Content-Type": "application/json"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert malformed.status_code == 400 and malformed.json()["error"] == "malformed_json"
@@ -110,10 +111,15 @@ async def test_logout_and_refresh_retire_the_old_token(live_server: LiveServer,
                                                       redis_url: str) -> None:
     await add_user(redis_url, "alice")
     async with KilnClient(live_server.url) as client:
-        await client.login("alice", "correct horse battery")
-        first = client.token
-        assert first is not None
-        refreshed = await client.post("/api/auth/refresh")
+        signed_in = await client.http.post(
+            "/api/auth/login", json={"username": "alice", "password": "correct horse battery"})
+        refresh_cookie = signed_in.cookies["kiln_refresh"]
+        first = client.token = signed_in.json()["access_token"]
+        client.http.cookies.clear()
+        # the refresh cookie renews; the token sent along (Bearer) is retired
+        refreshed = await client.http.post(
+            "/api/auth/refresh",
+            headers={**client.headers, "Cookie": f"kiln_refresh={refresh_cookie}"})
         assert refreshed.status_code == 200
         second = refreshed.json()["access_token"]
         await _assert_401(live_server.url, first)

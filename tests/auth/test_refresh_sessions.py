@@ -36,7 +36,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def sessions(redis: Redis, clock: FakeClock) -> RefreshSessions:
-    return RefreshSessions(redis, 3600, GRACE, clock=clock)
+    return RefreshSessions(redis, 3600, GRACE, token_ttl=900, clock=clock)
 
 
 async def test_each_secret_renews_once_and_keeps_the_session(sessions: RefreshSessions) -> None:
