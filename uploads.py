@@ -45,6 +45,10 @@ class TooManyFiles(UploadRefused):
     code = "too_many_files"
 
 
+class UploadTooSlow(UploadRefused):
+    code = "upload_too_slow"
+
+
 @dataclass
 class ReceivedFile:
     path: Path
@@ -172,6 +176,37 @@ class _Receiver:
             received.path.unlink(missing_ok=True)
 
 
+async def paced(chunks: AsyncIterator[bytes], min_rate: int, grace: float
+                ) -> AsyncIterator[bytes]:
+    """`chunks`, cut with UploadTooSlow once they fall `grace` seconds behind `min_rate` bytes/s.
+
+    Each byte buys 1/min_rate seconds; the credit starts at `grace` and never exceeds it, so a
+    stalled body is cut after `grace`, one at half the rate after twice that, and a fast start
+    cannot pay for a long stall later. Time the consumer spends between chunks is not charged.
+    """
+    if min_rate <= 0:
+        async for chunk in chunks:
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadTooSlow(
+                f"the upload was slower than {min_rate} bytes/s for more than {grace:g} s"
+            ) from None
+        now = loop.time()
+        deadline = min(deadline + len(chunk) / min_rate, now + grace)
+        yield chunk
+        deadline += loop.time() - now
+
+
 async def receive_files(
     chunks: AsyncIterator[bytes],
     content_type: str | None,
@@ -179,8 +214,12 @@ async def receive_files(
     *,
     max_file_bytes: int,
     max_files: int,
+    min_rate: int = 0,
+    rate_grace: float = 30.0,
 ) -> list[ReceivedFile]:
-    """Stream every file part of the body to `storage.incoming`; all of them, or none."""
+    """Stream every file part of the body to `storage.incoming`; all of them, or none (a body
+    slower than `min_rate` bytes/s for `rate_grace` seconds is cut: see `paced`)."""
+    chunks = paced(chunks, min_rate, rate_grace)
     receiver = _Receiver(storage, max_file_bytes, max_files)
     parser = MultipartParser(
         boundary_of(content_type),

@@ -11,13 +11,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.deps import require_user, services
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from ids import new_id
 from storage import stored_names
 from tasks.detect import SUPPORTED, sniff
 from tasks.grouping import Group, UploadFile, plan
 from tasks.queue import new_task_identity
-from uploads import ReceivedFile, receive_files
+from uploads import ReceivedFile, UploadTooSlow, receive_files
 
 _COMPANIONS = {
     "mtl": "an MTL material library: upload it together with the OBJ that uses it",
@@ -59,11 +59,19 @@ def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> 
 async def create_upload(request: Request) -> Response:
     signed_in = require_user(request)
     kiln = services(request)
-    received = await receive_files(
-        request.stream(), request.headers.get("content-type"), kiln.storage,
-        max_file_bytes=kiln.settings.max_upload_bytes,
-        max_files=kiln.settings.max_files_per_upload,
-    )
+    try:
+        received = await receive_files(
+            request.stream(), request.headers.get("content-type"), kiln.storage,
+            max_file_bytes=kiln.settings.max_upload_bytes,
+            max_files=kiln.settings.max_files_per_upload,
+            min_rate=kiln.settings.upload_min_rate,
+            rate_grace=kiln.settings.upload_rate_grace,
+        )
+    except UploadTooSlow as slow:
+        # closing: the rest of the body would otherwise keep trickling into a kept-alive link
+        response = error_response(408, slow.code, slow.message)
+        response.headers["Connection"] = "close"
+        return response
     try:
         by_name, groups, refused = await asyncio.to_thread(_inspect, received)
         if refused:
