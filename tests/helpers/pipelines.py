@@ -21,6 +21,11 @@ def _work(seconds: float) -> None:
         x += 1
 
 
+def _note_child(payload: dict[str, Any]) -> None:
+    """Write the child's pid beside the task's files (`child.pid`), for a test to kill it."""
+    (Path(payload["artifacts_dir"]).parent / "child.pid").write_text(str(os.getpid()))
+
+
 def steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Two stages of 40 small CPU steps each, reporting each one (a busy progress stream)."""
     for stage in ("load", "analyse"):
@@ -48,7 +53,8 @@ def crash(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """One stage of 40 steps over about eight seconds: a finite task a test can watch move (and
-    reload the page in the middle of, with seconds to spare)."""
+    reload the page in the middle of, with seconds to spare); its child's pid written first."""
+    _note_child(payload)
     for i in range(40):
         _work(0.2)
         progress("steps", (i + 1) / 40)
@@ -79,11 +85,6 @@ def named_texture(payload: dict[str, Any], progress: Progress) -> dict[str, Any]
     from tasks.texture import describe
 
     return _by_name(payload, progress, describe)
-
-
-def _note_child(payload: dict[str, Any]) -> None:
-    """Write the child's pid beside the task's files (`child.pid`), for a test to kill it."""
-    (Path(payload["artifacts_dir"]).parent / "child.pid").write_text(str(os.getpid()))
 
 
 def short_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
