@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -71,6 +71,11 @@ def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.
     half-open Redis fails the caller fast instead of hanging it. A connection idle for
     `health_interval` is PINGed before reuse, and a PING that finds it closed reconnects once;
     commands themselves are never retried (a write may have reached Redis).
+
+    The pool is redis-py's BlockingConnectionPool, which connects a new connection outside its
+    lock: the plain ConnectionPool of redis 5 connects under the lock (redis-py issue #3842), so
+    with Redis stalled N callers waited N x `timeout` in turn. Waiting for a free connection is
+    bounded by `timeout` too.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -78,11 +83,12 @@ def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.
         "health_check_interval": health_interval,
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         "max_connections": 512,
+        "timeout": timeout,
     }
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True
         options["socket_keepalive_options"] = _keepalive_options(health_interval)
-    pool = ConnectionPool.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(url, **options)
     return ArqRedis(pool, job_serializer=job_serializer, job_deserializer=job_deserializer,
                     default_queue_name=keys.QUEUE)
 
@@ -120,14 +126,15 @@ async def wait_for_redis(redis: ArqRedis, url: str, wait: float) -> None:
             await redis.ping()
             return
         except (RedisError, OSError) as exc:
-            if deadline is not None and loop.time() + delay > deadline:
+            pause = delay if deadline is None else min(delay, deadline - loop.time())
+            if pause <= 0:
                 raise RedisUnreachable(
                     f"Redis at {redacted(url)} did not answer within {wait:g} s "
-                    f"({type(exc).__name__}: {_reason(exc, url)})"
+                    f"({attempt} attempts; {_reason(exc, url)})"
                 ) from None
             log.warning("waiting for Redis at %s (attempt %d, next in %.1f s): %s",
-                        redacted(url), attempt, delay, _reason(exc, url))
-        await asyncio.sleep(delay)
+                        redacted(url), attempt, pause, _reason(exc, url))
+        await asyncio.sleep(pause)
         delay = min(delay * 2, MAX_BACKOFF)
 
 

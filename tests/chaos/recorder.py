@@ -3,8 +3,8 @@
 The recorder follows `/api/events` of one session. Whenever the stream ends — the server was
 killed, it closed the stream (a slow reader cut off, an expired token), it answered 429 or 503,
 the connection was refused or went silent past the read timeout — it reconnects after a short
-backoff with `Last-Event-ID` set to the last id it saw, until it is stopped or every task it
-expects has had a terminal event. `history` keeps every event (with the connection it came on)
+backoff with `Last-Event-ID` set to the last id it saw, until it is stopped (`until_done` stops
+it once every task it expects has had a terminal event). `history` keeps every event (with the connection it came on)
 and every connection (its cursor and why it ended), for `check_history` (tests/chaos/history.py).
 """
 
@@ -129,7 +129,7 @@ class Recorder:
         try:
             async with httpx.AsyncClient(base_url=self.base_url, transport=transport,
                                          timeout=timeout) as http:
-                while not self._stop.is_set() and not self.done:
+                while not self._stop.is_set():
                     connection = Connection(len(self.history.connections) + 1, self.cursor,
                                             time.monotonic())
                     self.history.connections.append(connection)
@@ -138,7 +138,7 @@ class Recorder:
                         await self._follow(http, connection)
                     except httpx.HTTPError as exc:
                         connection.ended = type(exc).__name__
-                    if self._stop.is_set() or self.done:
+                    if self._stop.is_set():
                         break
                     delay = self._backoff if connection.events else min(delay * 2,
                                                                          self._max_backoff)
@@ -160,6 +160,7 @@ class Recorder:
         params = {"scope": self.scope} if self.scope else {}
         async with http.stream("GET", "/api/events", headers=headers, params=params) as response:
             connection.status = response.status_code
+            self._changed.set()
             if response.status_code != 200:
                 body = (await response.aread()).decode(errors="replace")[:200]
                 connection.ended = f"HTTP {response.status_code}"
@@ -173,8 +174,8 @@ class Recorder:
                 if event.id is not None:
                     self.cursor = event.id
                 self._changed.set()
-                if self.done or self._stop.is_set():
-                    connection.ended = "done"
+                if self._stop.is_set():
+                    connection.ended = "stopped"
                     return
                 await self._reading.wait()
             connection.ended = "closed by the server"

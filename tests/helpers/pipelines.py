@@ -111,8 +111,10 @@ def allocate_past_limit(payload: dict[str, Any], progress: Progress) -> dict[str
 
 
 STORM_STAGES = 3000
-STORM_STAGE_NAME = 1000
-"""A storm's stages, and the length of each one's name: about 3 MB of events in all."""
+STORM_STAGE_NAME = 2000
+"""A storm's stages, and the length of each one's name: about 6 MB of events in all, more than
+Linux lets a socket buffer by default (tcp_wmem's 4 MiB), so a stalled reader's stream must
+back up into the server's mailbox."""
 
 
 def storm(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:

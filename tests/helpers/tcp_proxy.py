@@ -6,6 +6,7 @@ live server's thread is doing. Every control method returns once the change is i
     with TcpProxy("127.0.0.1", redis_port) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"
         proxy.stall()      # existing and new connections stay open but nothing passes
+        proxy.stall_existing()  # the open connections go silent; new ones flow (half-open links)
         proxy.forward()    # bytes flow again (what was sent while stalled is delivered now)
         proxy.refuse()     # new connections are refused (the listener is closed), old ones kept
         proxy.cut()        # every open connection is closed (the peers see EOF / reset)
@@ -40,8 +41,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
                                         daemon=True)
         self._server: asyncio.base_events.Server | None = None
-        self._flowing: asyncio.Event | None = None
-        self._links: set[asyncio.Future[Any]] = set()
+        self._links: dict[asyncio.Future[Any], asyncio.Event] = {}  # relay -> its gate
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -76,6 +76,11 @@ class TcpProxy:
         connections are accepted and held the same way."""
         self._call(self._set_mode("stall"))
 
+    def stall_existing(self) -> None:
+        """Silence the connections open now, for good, without closing them; new connections
+        are relayed as usual (a peer that vanished behind a NAT while the server lives)."""
+        self._call(self._stall_existing())
+
     def refuse(self) -> None:
         """Close the listener so new connections are refused; open ones keep flowing."""
         self._call(self._set_mode("refuse"))
@@ -95,8 +100,6 @@ class TcpProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _start(self) -> None:
-        self._flowing = asyncio.Event()
-        self._flowing.set()
         await self._listen()
 
     async def _listen(self) -> None:
@@ -105,18 +108,22 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _set_mode(self, mode: Mode) -> None:
-        assert self._flowing is not None
         if mode == "refuse" and self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
         elif mode != "refuse" and self._server is None:
             await self._listen()
-        if mode == "stall":
-            self._flowing.clear()
-        else:
-            self._flowing.set()
+        for gate in self._links.values():
+            if mode == "stall":
+                gate.clear()
+            else:
+                gate.set()
         self.mode = mode
+
+    async def _stall_existing(self) -> None:
+        for gate in self._links.values():
+            gate.clear()
 
     async def _cut(self) -> None:
         for writer in list(self._writers):
@@ -147,30 +154,34 @@ class TcpProxy:
         try:
             upstream_r, upstream_w = await asyncio.open_connection(*self.target)
             self._writers.add(upstream_w)
-            relay = asyncio.ensure_future(asyncio.gather(self._pump(client_r, upstream_w),
-                                                         self._pump(upstream_r, client_w)))
-            self._links.add(relay)
+            gate = asyncio.Event()
+            if self.mode != "stall":
+                gate.set()
+            relay = asyncio.ensure_future(
+                asyncio.gather(self._pump(client_r, upstream_w, gate),
+                               self._pump(upstream_r, client_w, gate)))
+            self._links[relay] = gate
             with contextlib.suppress(asyncio.CancelledError):
                 await relay  # cancelled by cut(): the link ends, the handler returns
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             if relay is not None:
-                self._links.discard(relay)
+                self._links.pop(relay, None)
             for writer in (client_w, upstream_w):
                 if writer is not None:
                     self._writers.discard(writer)
                     writer.transport.abort()
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        assert self._flowing is not None
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                    gate: asyncio.Event) -> None:
         while True:
-            await self._flowing.wait()
+            await gate.wait()
             data = await source.read(CHUNK)
             if not data:
                 break
             # the chunk read just before a stall is held too, not slipped through
-            await self._flowing.wait()
+            await gate.wait()
             sink.write(data)
             await sink.drain()
         if sink.can_write_eof():
