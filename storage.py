@@ -22,11 +22,15 @@ from ids import is_valid_id, new_id
 MAX_DISPLAY_NAME = 200
 MAX_STORED_NAME_BYTES = 180
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the bidirectional controls (Unicode's Bidi_Control set: the embeddings,
+# overrides and isolates U+202A-U+202E and U+2066-U+2069, and the marks U+061C, U+200E, U+200F),
+# with which a name like `photo\u202egpj.exe` would be shown as `photoexe.jpg`.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def display_name(raw: str | None) -> str:
-    """The client's file name made safe to show and store as text: no path, no control chars."""
+    """The client's file name made safe to show and store as text: no path, no control or
+    bidirectional-control characters."""
     return _base_name(raw)[:MAX_DISPLAY_NAME] or "upload"
 
 

@@ -168,4 +168,11 @@ class TokenService:
             raise InvalidToken("expired")
         if issued_at > now + self._leeway:
             raise InvalidToken("not_yet_valid")
+        # Kiln issues no nbf, but a token that carries one is held to it (RFC 7519 §4.1.5).
+        if "nbf" in payload:
+            not_before = payload["nbf"]
+            if not _is_int(not_before):
+                raise InvalidToken("malformed")
+            if not_before > now + self._leeway:
+                raise InvalidToken("not_yet_valid")
         return Claims(user_id, session_id, token_id, issued_at, expires_at)

@@ -257,3 +257,40 @@ def test_session_ttl_setting(tmp_path: Path) -> None:
         Settings.from_env({**base, "KILN_SESSION_TTL": "600", "KILN_TOKEN_TTL": "900"})
     with pytest.raises(SettingsError, match="KILN_REFRESH_GRACE"):
         Settings.from_env({**base, "KILN_REFRESH_GRACE": "-1"})
+
+
+async def test_a_session_ended_by_reuse_stays_dead_for_its_access_tokens(
+        no_grace: LiveServer, redis_url: str) -> None:
+    await add_user(redis_url, "alice")
+    login = await _login(no_grace.url)
+    token, first = login.json()["access_token"], _refresh_cookie(login)
+    session_id = (await _me(no_grace.url, token)).json()["session_id"]
+    assert (await _post(no_grace.url, "/api/auth/refresh", refresh=first)).status_code == 200
+    _assert_session_expired(await _post(no_grace.url, "/api/auth/refresh", refresh=first))
+
+    # the access token issued before the reuse, still within its lifetime, cannot revive it
+    bearer_only = await _post(no_grace.url, "/api/auth/refresh", token=token)
+    _assert_session_expired(bearer_only)
+    assert "kiln_refresh" not in _set_cookies(bearer_only)
+    assert (await _me(no_grace.url, token)).status_code == 401
+    client = Redis.from_url(redis_url)
+    try:
+        assert not await client.exists(keys.refresh_session(session_id))
+    finally:
+        await client.aclose()
+
+
+async def test_an_access_token_alone_never_starts_a_refresh_record(
+        live_server: LiveServer, redis_url: str) -> None:
+    await add_user(redis_url, "alice")
+    token = (await _login(live_server.url)).json()["access_token"]
+    session_id = (await _me(live_server.url, token)).json()["session_id"]
+    client = Redis.from_url(redis_url)
+    try:
+        await client.delete(keys.refresh_session(session_id))  # the record is gone (expired)
+        refused = await _post(live_server.url, "/api/auth/refresh", token=token)
+        _assert_session_expired(refused)
+        assert "kiln_refresh" not in _set_cookies(refused)
+        assert not await client.exists(keys.refresh_session(session_id))
+    finally:
+        await client.aclose()

@@ -154,6 +154,23 @@ async def test_kind_comes_from_the_bytes_not_the_name(small_cap_server: LiveServ
         assert stored == ["model.obj", "passwd"]
 
 
+@pytest.mark.parametrize("control", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+                                     "\u2066", "\u2067", "\u2068", "\u2069"])
+async def test_bidi_controls_are_stripped_from_stored_names(small_cap_server: LiveServer,
+                                                           redis_url: str, control: str) -> None:
+    # `photo<RLO>jbo.exe` would be shown as `photoexe.obj`
+    client = await _signed_in(small_cap_server, redis_url)
+    async with client:
+        response = await client.upload((f"photo{control}jbo.exe", b"v 0 0 0\nv 1 0 0\n"
+                                        b"v 0 1 0\nf 1 2 3\n"))
+        assert response.status_code == 202, response.text
+        (task,) = response.json()["tasks"]
+        assert task["filename"] == "photojbo.exe"
+        listed = (await client.http.get(f"/api/tasks/{task['task_id']}",
+                                        headers=client.headers)).json()
+        assert listed["filename"] == "photojbo.exe"
+
+
 async def test_httpx_client_sanity(small_cap_server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=small_cap_server.url) as http:
         assert (await http.get("/healthz")).json()["status"] == "ok"

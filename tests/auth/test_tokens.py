@@ -136,6 +136,18 @@ def test_issued_in_the_future_is_refused(service: TokenService) -> None:
     assert refusal(service, sign(good_claims(iat=START + 60, exp=START + 960))) == "not_yet_valid"
 
 
+def test_a_future_nbf_is_refused(service: TokenService, clock: FakeClock) -> None:
+    token = sign(good_claims(nbf=START + 120))
+    assert refusal(service, token) == "not_yet_valid"
+    clock.now = START + 120
+    assert service.decode(token).user_id == "user_1"
+
+
+def test_a_past_nbf_is_accepted_and_a_malformed_one_refused(service: TokenService) -> None:
+    assert service.decode(sign(good_claims(nbf=START - 5))).user_id == "user_1"
+    assert refusal(service, sign(good_claims(nbf="soon"))) == "malformed"
+
+
 def test_alg_none_is_refused(service: TokenService) -> None:
     token = f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(good_claims())}."
     assert refusal(service, token) == "wrong_algorithm"
