@@ -20,6 +20,7 @@ from api.api_only import ApiOnly
 from api.errors import EXCEPTION_HANDLERS
 from api.unavailable import RedisUnavailableMiddleware
 from auth.backend import TokenBackend
+from auth.origin import OriginMiddleware
 from http_limits import HeadLimitsMiddleware
 from redis_server import PrivateRedis
 from security_headers import SecurityHeadersMiddleware
@@ -63,6 +64,7 @@ def build_app(settings: Settings | None = None, *,
         # any middleware below it into 503, and authentication runs only for /api paths
         middleware=[Middleware(SecurityHeadersMiddleware), Middleware(RedisUnavailableMiddleware),
                     Middleware(HeadLimitsMiddleware),
+                    Middleware(OriginMiddleware),
                     Middleware(ApiOnly, middleware=AuthenticationMiddleware,
                                backend=TokenBackend())],
         exception_handlers=EXCEPTION_HANDLERS,
