@@ -13,6 +13,8 @@ from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 PASSWORD = "correct horse battery"
 DELAY_MAX = 0.4
 

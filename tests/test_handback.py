@@ -18,6 +18,8 @@ from tasks.queue import job_id, new_task_identity
 from tasks.sweep import Sweeper
 from worker import KilnWorker, build_worker, running_worker
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 SPIN = {"mesh": "tests.helpers.pipelines:spin_forever"}
 STEPS = {"mesh": "tests.helpers.pipelines:steps"}
 
@@ -96,7 +98,8 @@ async def test_graceful_restarts_never_use_up_the_attempts(
     async with running_worker(services, burst=True, pipelines=STEPS) as running:
         await running.supervisor
     final = await services.tasks.get(tid)
-    assert final is not None and final.state is TaskState.SUCCESS, final.fields.get("error")
+    assert final is not None
+    assert final.state is TaskState.SUCCESS, final.fields.get("error")
     assert final.attempt == settings.max_attempts + 2 and final.lost == 0
 
 

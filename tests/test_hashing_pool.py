@@ -17,6 +17,8 @@ from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 PASSWORD = "correct horse battery"
 THREADS, WAITING = 2, 2
 FLOOD = 5 * (THREADS + WAITING)

@@ -15,6 +15,8 @@ from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 PASSWORD = "correct horse battery"
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 ALLOWED = "https://app.example.com"

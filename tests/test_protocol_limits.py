@@ -15,6 +15,8 @@ from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.raw_http import closed_by_server, connect, exchange, read_response
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 GET = b"GET /healthz HTTP/1.1\r\nHost: kiln.test\r\n"
 
 

@@ -1,4 +1,4 @@
-"""An upload body slower than KILN_UPLOAD_MIN_RATE for KILN_UPLOAD_RATE_GRACE is cut, parts removed."""
+"""An upload slower than KILN_UPLOAD_MIN_RATE for KILN_UPLOAD_RATE_GRACE: cut, parts removed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from tests.live import LiveServer, ServerFactory
 from tests.raw_http import connect, read_response
 from tests.users import add_user
 from uploads import UploadTooSlow, paced
+
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
 
 GRACE = 1.0
 BOUNDARY = "kilnslow"

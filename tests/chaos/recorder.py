@@ -4,8 +4,9 @@ The recorder follows `/api/events` of one session. Whenever the stream ends — 
 killed, it closed the stream (a slow reader cut off, an expired token), it answered 429 or 503,
 the connection was refused or went silent past the read timeout — it reconnects after a short
 backoff with `Last-Event-ID` set to the last id it saw, until it is stopped (`until_done` stops
-it once every task it expects has had a terminal event). `history` keeps every event (with the connection it came on)
-and every connection (its cursor and why it ended), for `check_history` (tests/chaos/history.py).
+it once every task it expects has had a terminal event). `history` keeps every event (with the
+connection it came on) and every connection (its cursor and why it ended), for `check_history`
+(tests/chaos/history.py).
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
 import keys
+from tests.chaos.history import History
 from tests.chaos.outcomes import assert_recovered, progressed
 from tests.chaos.processes import KilnProcess, Processes
 from tests.chaos.session import CUBE, Session, leftover_jobs
@@ -30,10 +32,17 @@ async def _stopped_gracefully(process: KilnProcess) -> None:
     assert code == 0 or "Application shutdown complete" in process.log_text(), process.log_tail()
 
 
+def _progress_on(task_id: str, attempt: int) -> Callable[[History], bool]:
+    def seen(history: History) -> bool:
+        return any(d["state"] == "PROGRESS" and d["attempt"] == attempt
+                   for d in history.task_events(task_id))
+    return seen
+
+
 async def _lost_runs(redis_url: str, task_id: str) -> int:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        return int(await client.hget(keys.task(task_id), "lost") or 0)  # type: ignore[misc]
+        return int(await client.hget(keys.task(task_id), "lost") or 0)
     finally:
         await client.aclose()
 
@@ -116,10 +125,7 @@ async def test_repeated_deploys_during_one_task_never_fail_it(processes: Process
         (tid,) = await session.upload(("cube.obj", CUBE))
         recorder.expect([tid])
         for attempt in range(1, attempts + 2):
-            await recorder.until(
-                lambda h, a=attempt: any(d["state"] == "PROGRESS" and d["attempt"] == a
-                                         for d in h.task_events(tid)),
-                30, f"progress on attempt {attempt}")
+            await recorder.until(_progress_on(tid, attempt), 30, f"progress on attempt {attempt}")
             worker.send(signal.SIGTERM)
             await _stopped_gracefully(worker)
             worker.start()
