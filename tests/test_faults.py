@@ -15,6 +15,8 @@ from tests.conftest import corpus, make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 SLOW = {"mesh": "tests.helpers.pipelines:spin_forever", "texture": "tasks.texture:describe"}
 CRASHING = {"mesh": "tests.helpers.pipelines:crash", "texture": "tasks.texture:describe"}
 

@@ -10,6 +10,8 @@ from tests.client import KilnClient, collect
 from tests.live import LiveServer
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 
 async def test_many_streams_share_one_pubsub_connection(live_server: LiveServer,
                                                         redis_url: str) -> None:

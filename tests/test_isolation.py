@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 import keys
@@ -14,6 +15,8 @@ from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import corpus
 from tests.live import LiveServer
 from tests.users import add_user
+
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
 
 
 async def test_another_users_task_is_404_everywhere(live_server: LiveServer,

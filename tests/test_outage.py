@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import RedisProcess, corpus, make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
+
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
 
 OUTAGE_SECONDS = 3.0
 

@@ -15,6 +15,8 @@ from tests.conftest import corpus, make_settings
 from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 PSD = b"8BPS\x00\x01" + b"\x00" * 200
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n" + b"x" * 100
 

@@ -23,6 +23,8 @@ from auth.tokens import (
     TokenService,
 )
 
+pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
+
 SECRET = "test-secret-" + "x" * 52  # 64 bytes: long enough that pyjwt never warns, even for HS512
 OTHER_SECRET = "other-secret-" + "y" * 51
 TTL = 900
