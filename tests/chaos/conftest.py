@@ -37,10 +37,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 @pytest.fixture
 def processes(tmp_path: Path, redis_url: str) -> Iterator[Processes]:
-    """Kiln processes on the session's Redis (flushed), all killed by PID when the test ends."""
+    """Kiln processes on the session's Redis (flushed), all killed by PID when the test ends;
+    then none of their logs may hold a traceback or a KeyError."""
     group = Processes(tmp_path / "kiln", redis_url)
     yield group
     group.cleanup()
+    group.assert_clean_logs()
 
 
 @pytest.fixture
@@ -57,7 +59,8 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 @pytest.fixture
 def processes_on_private_redis(tmp_path: Path, private_redis: RedisProcess
                                ) -> Iterator[Processes]:
-    """Kiln processes on `private_redis`, all killed by PID when the test ends."""
+    """Kiln processes on `private_redis`, killed by PID when the test ends; logs checked."""
     group = Processes(tmp_path / "kiln", private_redis.url)
     yield group
     group.cleanup()
+    group.assert_clean_logs()

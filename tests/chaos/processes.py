@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,13 @@ from tests.conftest import TEST_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Command = Literal["serve", "worker"]
+
+LOG_FAULTS = ("Traceback", "KeyError")
+"""What no Kiln process may ever log in a scenario: an unhandled error (the arq run_job KeyError
+of a job id started twice after a Redis stall was one)."""
+
+OUT_OF_MEMORY = re.compile(r"^kiln child \d+: task \S+ ran out of memory$")
+"""The line a child prints before the traceback of its MemoryError (tasks/child.py)."""
 
 WORKER_READY = "worker polling"
 """The line a worker logs once its children are warm and it takes jobs (worker.KilnWorker.main)."""
@@ -81,6 +89,16 @@ async def wait_dead(pid: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109 
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} still alive {timeout:g} s later")
         await asyncio.sleep(0.02)  # polling the kernel's view of another process
+
+
+def _memory_limit_report(lines: list[str], number: int) -> bool:
+    """Whether the traceback starting at `lines[number]` is a child's MemoryError report."""
+    if not (lines[number] == "Traceback (most recent call last):"
+            and OUT_OF_MEMORY.search(lines[number - 1])):
+        return False
+    end = next((n for n in range(number + 1, len(lines)) if not lines[n].startswith(" ")),
+               None)
+    return end is not None and lines[end] == "MemoryError"
 
 
 class KilnProcess:
@@ -259,3 +277,27 @@ class Processes:
 
     def logs(self) -> list[tuple[str, str]]:
         return [(p.name, p.log_text()) for p in self.started]
+
+    def log_faults(self, context: int = 12) -> list[str]:
+        """Every log line holding one of LOG_FAULTS, with the lines after it, per process.
+
+        One traceback is by design: a child that ran out of memory (its limit doing its job)
+        prints its MemoryError under `kiln child <pid>: task <id> ran out of memory`.
+        """
+        found: list[str] = []
+        for name, text in self.logs():
+            lines = text.splitlines()
+            for number, line in enumerate(lines):
+                if not any(fault in line for fault in LOG_FAULTS):
+                    continue
+                if number and _memory_limit_report(lines, number):
+                    continue
+                excerpt = "\n    ".join(lines[number:number + context])
+                found.append(f"{name}, line {number + 1}:\n    {excerpt}")
+        return found
+
+    def assert_clean_logs(self) -> None:
+        """Fail unless no process logged a traceback or a KeyError (the end of every scenario)."""
+        faults = self.log_faults()
+        assert not faults, (f"{len(faults)} unhandled error(s) in the Kiln processes' logs:\n"
+                            + "\n".join(faults[:5]))

@@ -81,6 +81,7 @@ def processes_behind_proxy(tmp_path: Path, proxy: TcpProxy) -> Iterator[Processe
     group = Processes(tmp_path / "kiln", f"redis://127.0.0.1:{proxy.port}/0")
     yield group
     group.cleanup()
+    group.assert_clean_logs()
 
 
 async def test_half_open_redis_links_mid_task_are_replaced(
