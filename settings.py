@@ -55,6 +55,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _one_of(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default), in any case."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     """KILN_ALLOWED_ORIGINS: comma-separated `scheme://host[:port]` origins, besides Kiln's own."""
     origins = []
@@ -109,6 +119,7 @@ class Settings:
     thumbnail_size: int = 512
     turntable_frames: int = 24
     task_threads: int = 2
+    renderer: str = "auto"
     # recovery
     sweep_interval: float = 30.0
     # sign-in hardening
@@ -131,7 +142,7 @@ class Settings:
     redis_health_interval: float = 5.0
     redis_start_wait: float = 300.0
 
-    def pipeline_limits(self) -> dict[str, int | float]:
+    def pipeline_limits(self) -> dict[str, int | float | str]:
         """The limits a pipeline receives in its payload (the child process has no Settings)."""
         return {
             "max_faces": self.max_faces,
@@ -142,6 +153,7 @@ class Settings:
             "thumbnail_size": self.thumbnail_size,
             "turntable_frames": self.turntable_frames,
             "threads": self.task_threads,
+            "renderer": self.renderer,
         }
 
     @property
@@ -207,6 +219,7 @@ class Settings:
             thumbnail_size=_int(env, "KILN_THUMBNAIL_SIZE", 512, minimum=16),
             turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
             task_threads=_int(env, "KILN_TASK_THREADS", 2, minimum=1),
+            renderer=_one_of(env, "KILN_RENDERER", ("auto", "gl", "numpy")),
             sweep_interval=_float(env, "KILN_SWEEP_INTERVAL", 30.0, minimum=1.0),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),

@@ -31,8 +31,10 @@ log = logging.getLogger("kiln.worker")
 
 WAKE = json.dumps({"op": "wake"})
 
-PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture", "tasks.material")
-"""Imported by every child before its first task, so no task pays for them."""
+PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture", "tasks.material",
+           "tasks.render:warm")
+"""Imported (and warmed: the OpenGL context) by every child before its first task, so no task
+pays for them."""
 
 
 class KilnWorker(Worker):

@@ -139,7 +139,9 @@ def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.child", description=__doc__)
     parser.add_argument("--memory-bytes", type=int, required=True)
-    parser.add_argument("--preload", default="", help="comma-separated modules to import first")
+    parser.add_argument(
+        "--preload", default="",
+        help="comma-separated modules to import first; module:function also calls the function")
     return parser.parse_args(argv)
 
 
@@ -150,8 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory_bytes = limit_memory(options.memory_bytes)
     requests, replies = claim_stdio()
     try:
-        for module in filter(None, options.preload.split(",")):
-            importlib.import_module(module.strip())
+        for name in filter(None, (item.strip() for item in options.preload.split(","))):
+            module_name, _, function = name.partition(":")
+            module = importlib.import_module(module_name)
+            if function:
+                getattr(module, function)()
     except Exception:
         traceback.print_exc()
         return 2

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import fast_simplification
+import imagecodecs
 import numpy as np
 import trimesh
 from numpy.typing import NDArray
@@ -78,7 +79,9 @@ def process(payload: Payload, progress: Progress) -> Result:
         parts = surfaces(model)
         progress("thumbnail", 0.0)
         size = min(max(int(limits.get("thumbnail_size", THUMBNAIL_SIZE)), 16), 4096)
-        artifacts.append(_save_png(render_view(parts, size=size), artifacts_dir / "thumbnail.png"))
+        using = str(limits.get("renderer", "auto"))
+        thumbnail = render_view(parts, size=size, using=using)
+        artifacts.append(_save_png(thumbnail, artifacts_dir / "thumbnail.png"))
         progress("thumbnail", 1.0)
 
         progress("web_model", 0.0)
@@ -102,7 +105,7 @@ def process(payload: Payload, progress: Progress) -> Result:
         if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lods.smallest:
             drawn = [_lod_surface(*lods.smallest)]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
-                                  columns=TURNTABLE_COLUMNS, threads=threads)
+                                  columns=TURNTABLE_COLUMNS, threads=threads, using=using)
         artifacts.append(_save_png(sprite, artifacts_dir / "turntable.png"))
         stats["turntable"] = {**turntable_layout(frames, frame_size, TURNTABLE_COLUMNS),
                               "faces": sum(len(part.faces) for part in drawn)}
@@ -202,6 +205,11 @@ def _lod_surface(points: NDArray[np.float32], faces: NDArray[np.int32]) -> Surfa
 
 
 def _save_png(image: Image.Image, target: Path) -> dict[str, Any]:
-    # level 3: a third of level 6's time for a file 3% bigger (measured on a turntable sprite)
-    image.save(target, format="PNG", optimize=False, compress_level=3)
-    return {"name": target.name, "media_type": "image/png", "size": target.stat().st_size}
+    """Write an RGBA picture as PNG, fast: zlib-ng at its fastest level with the UP filter.
+
+    A third of Pillow's time (it tries five filters on every row) for a file about 20% bigger:
+    measured on turntable sprites, 8.6 against 23 ms for a box and 25 against 50 ms for a duck.
+    """
+    encoded = imagecodecs.png_encode(np.asarray(image), level=1, filter=imagecodecs.PNG.FILTER.UP)
+    target.write_bytes(encoded)
+    return {"name": target.name, "media_type": "image/png", "size": len(encoded)}

@@ -1,4 +1,7 @@
-"""The headless renderer frames, shades, textures and depth-sorts models, and survives bad input."""
+"""The headless renderer frames, shades, textures and depth-sorts models, and survives bad input.
+
+Every test runs twice: drawn by OpenGL (llvmpipe here) and by the numpy fallback.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,12 @@ from tests.conftest import corpus
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
+
+
+@pytest.fixture(autouse=True, params=["gl", "numpy"])
+def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("KILN_RENDERER", request.param)
+    return str(request.param)
 
 
 def pixels(image: Image.Image) -> NDArray[np.int64]:
@@ -260,22 +269,22 @@ def save(image: Image.Image, name: str) -> None:
     image.save(ARTIFACTS / name)
 
 
-def test_corpus_models_render(tmp_path: Path) -> None:
+def test_corpus_models_render(tmp_path: Path, renderer: str) -> None:
     wuson = surfaces(trimesh.Scene(trimesh.load(corpus("OBJ/WusonOBJ.obj"), process=False)))
     thumbnail = render_view(wuson)
     alpha = pixels(thumbnail)[..., 3]
     top, bottom, left, right = coverage_box(alpha)
     assert abs((top + bottom) / 2 - 255.5) <= 3 and abs((left + right) / 2 - 255.5) <= 3
     assert max(bottom - top, right - left) > 400
-    save(thumbnail, "render-wuson.png")
-    save(render_turntable(wuson), "render-wuson-turntable.png")
+    save(thumbnail, f"render-{renderer}-wuson.png")
+    save(render_turntable(wuson), f"render-{renderer}-wuson-turntable.png")
 
     duck = surfaces(trimesh.load_scene(corpus("Collada/duck.dae")))
     assert any(part.texture is not None for part in duck)
     thumbnail = render_view(duck, size=256)
     colors = pixels(thumbnail)[pixels(thumbnail)[..., 3] == 255][:, :3]
     assert (colors[:, 0] > colors[:, 2] + 60).mean() > 0.5  # the yellow duck texture shows
-    save(thumbnail, "render-duck.png")
+    save(thumbnail, f"render-{renderer}-duck.png")
 
 
 def test_the_callers_arrays_are_left_alone() -> None:

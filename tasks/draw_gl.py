@@ -1,0 +1,324 @@
+"""Views drawn by OpenGL: moderngl on EGL, which is Mesa's llvmpipe where there is no GPU.
+
+It draws what `tasks.draw_numpy` draws, at a cost that follows the face count rather than the
+pixel count: the same orthographic camera and framing, the same corner normals (a geometry
+shader picks the smooth or the flat normal per corner), the same two-sided Lambert light,
+bilinear repeating textures, and anti-aliasing by multisampling. One context per process, made
+on first use.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tasks.scene import AMBIENT, DIFFUSE, LIGHT, MARGIN, SMOOTH_ANGLE, Frame, Scene
+
+_VERTEX = """
+#version 330
+in vec3 in_position;
+in vec3 in_normal;
+in vec3 in_color;
+in vec2 in_uv;
+uniform mat3 rotation;      // model -> view (x right, y up, z towards the camera)
+uniform vec3 centre;        // view-space point at the middle of the frame
+uniform vec3 scale;         // view units -> clip units
+out vec3 v_position;
+out vec3 v_normal;
+out vec3 v_color;
+out vec2 v_uv;
+void main() {
+    vec3 view = rotation * in_position - centre;
+    gl_Position = vec4(view * scale, 1.0);
+    v_position = in_position;
+    v_normal = in_normal;
+    v_color = in_color;
+    v_uv = in_uv;
+}
+"""
+
+_GEOMETRY = """
+#version 330
+layout(triangles) in;
+layout(triangle_strip, max_vertices = 3) out;
+in vec3 v_position[];
+in vec3 v_normal[];
+in vec3 v_color[];
+in vec2 v_uv[];
+uniform float smooth_cos;
+out vec3 g_normal;
+out vec3 g_color;
+out vec2 g_uv;
+void main() {
+    vec3 cross_ = cross(v_position[1] - v_position[0], v_position[2] - v_position[0]);
+    float area = length(cross_);
+    vec3 flat_ = area > 0.0 ? cross_ / area : vec3(0.0);
+    for (int i = 0; i < 3; i++) {
+        // a corner keeps its smooth normal within SMOOTH_ANGLE of the face, turned like the face
+        float agree = dot(v_normal[i], flat_);
+        g_normal = abs(agree) >= smooth_cos ? v_normal[i] * sign(agree) : flat_;
+        g_color = v_color[i];
+        g_uv = v_uv[i];
+        gl_Position = gl_in[i].gl_Position;
+        EmitVertex();
+    }
+    EndPrimitive();
+}
+"""
+
+_FRAGMENT = """
+#version 330
+in vec3 g_normal;
+in vec3 g_color;
+in vec2 g_uv;
+uniform vec3 light;        // unit, in model space
+uniform bool textured;
+uniform sampler2D image;
+uniform float ambient;
+uniform float diffuse;
+out vec4 colour;
+void main() {
+    // v = 0 is the image's bottom row; the texture's first row is the image's top
+    vec3 base = textured ? texture(image, vec2(g_uv.x, 1.0 - g_uv.y)).rgb : g_color;
+    float lambert = abs(dot(g_normal, light)) / max(length(g_normal), 1e-12);
+    colour = vec4(base * (ambient + diffuse * lambert), 1.0);
+}
+"""
+
+_QUAD = """
+#version 330
+void main() {
+    // one triangle that covers the viewport
+    vec2 corner = vec2((gl_VertexID << 1) & 2, gl_VertexID & 2);
+    gl_Position = vec4(corner * 2.0 - 1.0, 0.0, 1.0);
+}
+"""
+
+_AVERAGE = """
+#version 330
+uniform sampler2DMS samples;
+uniform int count;
+out vec4 colour;
+void main() {
+    // colour averaged over the covered samples of the pixel, alpha = the share covered
+    ivec2 pixel = ivec2(gl_FragCoord.xy);
+    vec4 total = vec4(0.0);
+    for (int i = 0; i < count; i++)
+        total += texelFetch(samples, pixel, i);
+    float covered = total.a;
+    colour = vec4(covered > 0.0 ? total.rgb / covered : vec3(0.0), covered / float(count));
+}
+"""
+
+TARGETS = 4
+SAMPLES = 4
+_lock = threading.RLock()
+_context: Any = None
+
+
+class Unavailable(RuntimeError):
+    """No OpenGL 3.3 context can be made here (no EGL, no Mesa): draw with numpy instead."""
+
+
+def available() -> bool:
+    """Whether a context can be made (made now, and kept for the process's later drawings)."""
+    try:
+        _programs()
+    except Unavailable:
+        return False
+    return True
+
+
+class _Programs:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.mesh = ctx.program(vertex_shader=_VERTEX, geometry_shader=_GEOMETRY,
+                                fragment_shader=_FRAGMENT)
+        self.average = ctx.program(vertex_shader=_QUAD, fragment_shader=_AVERAGE)
+        self.quad = ctx.vertex_array(self.average, [])
+        self.mesh["smooth_cos"].value = math.cos(math.radians(SMOOTH_ANGLE))
+        self.mesh["ambient"].value = AMBIENT
+        self.mesh["diffuse"].value = DIFFUSE
+        self.mesh["image"].value = 0
+        self.average["samples"].value = 0
+        self._targets: dict[tuple[int, int, int | None], tuple[Any, ...]] = {}
+
+    def target(self, width: int, height: int, samples: int | None) -> Any:
+        """A framebuffer of this size, kept for the next drawing of the same size.
+
+        `samples` None: colour only; 0: colour and depth; more: multisampled colour and depth.
+        Fresh memory costs more than drawing (the kernel zeroes every page of it: about 50 ms for
+        a multisampled sprite); the last TARGETS
+        kinds are kept (a thumbnail and a turntable need two each), the older released.
+        """
+        key = (width, height, samples)
+        if key not in self._targets:
+            while len(self._targets) >= TARGETS:
+                for item in self._targets.pop(next(iter(self._targets))):
+                    item.release()
+            colour = self.ctx.texture((width, height), 4, samples=samples or 0)
+            if not samples:
+                colour.filter = (self.ctx.NEAREST, self.ctx.NEAREST)
+            parts = [colour]
+            if samples is not None:
+                parts.append(self.ctx.depth_renderbuffer((width, height), samples=samples))
+            framebuffer = self.ctx.framebuffer(
+                color_attachments=[colour], depth_attachment=parts[1] if len(parts) > 1 else None)
+            self._targets[key] = (framebuffer, *parts)
+        self._targets[key] = self._targets.pop(key)  # most recently used last
+        return self._targets[key][0]
+
+
+def _programs() -> _Programs:
+    global _context
+    with _lock:
+        if isinstance(_context, Unavailable):
+            raise _context
+        if _context is None:
+            try:
+                import moderngl
+
+                ctx = moderngl.create_standalone_context(
+                    backend="egl", require=330)  # type: ignore[arg-type]  # its stub says dict
+                _context = _Programs(ctx)
+            except Exception as error:  # no library, no display driver, no GL 3.3
+                _context = Unavailable(f"no OpenGL context: {error}")
+                raise _context from error
+        assert isinstance(_context, _Programs)
+        return _context
+
+
+def draw_views(
+    scene: Scene, rotations: Sequence[NDArray[np.float64]], frames: Sequence[Frame],
+    size: int, columns: int, antialias: bool,
+) -> NDArray[np.uint8]:
+    """Views laid out left to right, top to bottom in `columns` cells of size x size: RGBA uint8.
+
+    Anti-aliased, every view is drawn with SAMPLES samples per pixel and each pixel's colour is
+    averaged over the samples the model covers (its alpha is their share), as `draw_numpy`
+    averages its 2 x 2 blocks. Only the box around the model's bounds is averaged in each cell:
+    the rest stays transparent, as do cells without a view.
+    """
+    gl = _programs()
+    ctx = gl.ctx
+    rows = -(-len(rotations) // columns)
+    width, height = columns * size, rows * size
+    samples = SAMPLES if antialias else 0
+    boxes = []
+    with _lock, _scene_on_gpu(gl, scene) as draw:
+        drawn = gl.target(width, height, samples)
+        drawn.use()
+        drawn.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        ctx.enable(ctx.DEPTH_TEST)
+        for i, (rotation, frame) in enumerate(zip(rotations, frames, strict=True)):
+            row, column = divmod(i, columns)
+            # GL counts rows from the bottom: the first row of cells is the top one
+            left, bottom = column * size, (rows - 1 - row) * size
+            ctx.viewport = (left, bottom, size, size)
+            _set_camera(gl, scene, rotation, frame)
+            draw()
+            x0, y0, x1, y1 = _bounds_in_cell(scene, rotation, frame, size)
+            boxes.append((left + x0, bottom + y0, x1 - x0, y1 - y0))
+        ctx.disable(ctx.DEPTH_TEST)
+        if samples:
+            averaged = gl.target(width, height, None)
+            averaged.use()
+            averaged.clear(0.0, 0.0, 0.0, 0.0)
+            ctx.viewport = (0, 0, width, height)
+            drawn.color_attachments[0].use(0)
+            gl.average["count"].value = samples
+            for box in boxes:
+                if box[2] > 0 and box[3] > 0:
+                    ctx.scissor = box
+                    gl.quad.render(vertices=3)
+            ctx.scissor = None
+            drawn = averaged
+        pixels = drawn.read(components=4)
+    image = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 4)
+    return np.ascontiguousarray(image[::-1])
+
+
+def _bounds_in_cell(
+    scene: Scene, rotation: NDArray[np.float64], frame: Frame, size: int
+) -> tuple[int, int, int, int]:
+    """Pixels (x0, y0, x1, y1), GL's way up, that hold the model's bounding box in this view."""
+    used = scene.coords[:, scene.used]
+    if not used.size:
+        return 0, 0, 0, 0
+    low, high = used.min(axis=1), used.max(axis=1)
+    corners = np.array(np.meshgrid(*zip(low, high, strict=True))).reshape(3, -1)
+    centre_x, centre_y, extent = frame
+    scale = size * (0.5 - MARGIN) / extent
+    with np.errstate(all="ignore"):
+        x = size / 2 + (rotation[0] @ corners - centre_x) * scale
+        y = size / 2 + (rotation[1] @ corners - centre_y) * scale
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return 0, 0, size, size
+    low_x, low_y = math.floor(x.min()) - 1, math.floor(y.min()) - 1
+    high_x, high_y = math.ceil(x.max()) + 1, math.ceil(y.max()) + 1
+    return tuple(min(max(v, 0), size) for v in (low_x, low_y, high_x, high_y))
+
+
+def _set_camera(gl: _Programs, scene: Scene, rotation: NDArray[np.float64], frame: Frame) -> None:
+    centre_x, centre_y, extent = frame
+    scale = (0.5 - MARGIN) / extent * 2.0  # view units -> clip units (the cell is 2 wide)
+    used = scene.coords[:, scene.used]
+    depth = float(np.abs(rotation[2] @ used).max()) if used.size else 1.0
+    # column-major: GLSL's `rotation * v` must be the rows of `rotation` dotted with v
+    gl.mesh["rotation"].write(np.asarray(rotation.T, dtype=np.float32).tobytes())
+    gl.mesh["centre"].value = (centre_x, centre_y, 0.0)
+    # nearer is smaller depth; a margin keeps the nearest and farthest points inside the clip
+    gl.mesh["scale"].value = (scale, scale, -1.0 / (max(depth, 1e-12) * 1.0001))
+    light = rotation.T @ (np.asarray(LIGHT) / np.linalg.norm(LIGHT))
+    gl.mesh["light"].value = tuple(float(v) for v in light)
+
+
+@contextmanager
+def _scene_on_gpu(gl: _Programs, scene: Scene) -> Iterator[Any]:
+    """Upload the scene once; yields a function that draws it, part by part."""
+    ctx = gl.ctx
+    count = scene.coords.shape[1]
+    uv = scene.uv if scene.uv is not None else np.zeros((count, 2))
+    buffers = [
+        ctx.buffer(np.ascontiguousarray(scene.coords.T, dtype=np.float32)),
+        ctx.buffer(np.ascontiguousarray(scene.vertex_normals, dtype=np.float32)),
+        ctx.buffer(np.ascontiguousarray(scene.colors[:, :3], dtype=np.uint8)),
+        ctx.buffer(np.ascontiguousarray(uv, dtype=np.float32)),
+    ]
+    indices = ctx.buffer(np.ascontiguousarray(scene.faces, dtype=np.uint32))
+    layout = [(buffers[0], "3f", "in_position"), (buffers[1], "3f", "in_normal"),
+              (buffers[2], "3f1", "in_color"), (buffers[3], "2f", "in_uv")]
+    vao = ctx.vertex_array(gl.mesh, layout, index_buffer=indices, index_element_size=4)
+    images = {part: _texture(ctx, image) for part, image in scene.textures.items()}
+    starts = [int(s) for s in scene.part_starts] + [len(scene.faces)]
+
+    def draw() -> None:
+        for part, (first, end) in enumerate(zip(starts, starts[1:], strict=False)):
+            if end == first:
+                continue
+            image = images.get(part)
+            gl.mesh["textured"].value = image is not None
+            if image is not None:
+                image.use(0)
+            vao.render(ctx.TRIANGLES, vertices=3 * (end - first), first=3 * first)
+
+    try:
+        yield draw
+    finally:
+        for item in (vao, indices, *buffers, *images.values()):
+            item.release()
+
+
+def _texture(ctx: Any, image: NDArray[np.uint8]) -> Any:
+    height, width = image.shape[:2]
+    texture = ctx.texture((width, height), 3, np.ascontiguousarray(image[:, :, :3]).tobytes(),
+                          alignment=1)
+    texture.filter = (ctx.LINEAR, ctx.LINEAR)
+    texture.repeat_x = texture.repeat_y = True
+    return texture

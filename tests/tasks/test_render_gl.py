@@ -1,0 +1,93 @@
+"""OpenGL draws what the numpy renderer draws, and numpy takes over where OpenGL cannot run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from tasks import draw_gl
+from tasks.archive import ArchiveLimits
+from tasks.mesh import surfaces
+from tasks.mesh_load import Source, load_model
+from tasks.render import Surface, render_turntable, render_view, renderer
+from tests.conftest import corpus
+from tests.helpers.images import ssim
+
+MODELS = [
+    ("OBJ/box.obj", "obj"), ("OBJ/spider.obj", "obj"), ("OBJ/WusonOBJ.obj", "obj"),
+    ("Collada/duck.dae", "dae"), ("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb"),
+    ("glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb", "glb"),
+]
+
+
+def parts_of(relative: str, kind: str, work: Path) -> list[Surface]:
+    path = corpus(relative)
+    files = tuple(sorted(item.name for item in path.parent.iterdir() if item.is_file()))
+    model = load_model(Source(path.parent, path.name, files, kind), max_pixels=10**8,
+                       work_dir=work, archive_limits=ArchiveLimits.from_payload({}))
+    return surfaces(model)
+
+
+def test_opengl_is_what_draws_here() -> None:
+    # the test command installs Mesa's EGL: without it the comparisons below would compare
+    # numpy with itself
+    assert draw_gl.available()
+    assert renderer("auto") == "gl" and renderer("numpy") == "numpy"
+
+
+@pytest.mark.parametrize(("relative", "kind"), MODELS)
+def test_opengl_matches_the_numpy_renderer_on_the_corpus(
+    relative: str, kind: str, tmp_path: Path
+) -> None:
+    parts = parts_of(relative, kind, tmp_path)
+    views = {using: render_view(parts, using=using) for using in ("gl", "numpy")}
+    assert ssim(views["gl"], views["numpy"]) >= 0.97
+    turntables = {using: render_turntable(parts, frames=12, frame_size=128, using=using)
+                  for using in ("gl", "numpy")}
+    assert ssim(turntables["gl"], turntables["numpy"]) >= 0.97
+    # the outline agrees too: coverage within 2% of the numpy renderer's
+    covered = {using: int((np.asarray(image)[..., 3] > 0).sum()) for using, image in views.items()}
+    assert math.isclose(covered["gl"], covered["numpy"], rel_tol=0.02)
+
+
+def test_numpy_draws_when_no_opengl_context_can_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(draw_gl, "_context", draw_gl.Unavailable("no EGL here"))
+    assert not draw_gl.available()
+    assert renderer("auto") == "numpy"
+    box = trimesh.creation.box()
+    parts = [Surface(vertices=box.vertices, faces=box.faces)]
+    image = render_view(parts, size=64, using="auto")
+    assert image.getchannel("A").getextrema() == (0, 255)
+    # asked for by name, OpenGL is required: no silent fallback
+    with pytest.raises(draw_gl.Unavailable):
+        render_view(parts, size=64, using="gl")
+
+
+def test_the_renderer_choice_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="KILN_RENDERER"):
+        renderer("vulkan")
+    monkeypatch.setenv("KILN_RENDERER", "numpy")
+    assert renderer() == "numpy"
+
+
+def test_views_of_different_sizes_reuse_few_targets() -> None:
+    box = trimesh.creation.box()
+    parts = [Surface(vertices=box.vertices, faces=box.faces)]
+    for size in (16, 32, 48, 64, 80, 96):
+        assert render_view(parts, size=size, using="gl").size == (size, size)
+    render_turntable(parts, frames=4, frame_size=16, using="gl")
+    assert len(draw_gl._programs()._targets) <= draw_gl.TARGETS
+
+
+def test_a_view_is_the_same_every_time_and_in_every_order() -> None:
+    box = trimesh.creation.box()
+    parts = [Surface(vertices=box.vertices, faces=box.faces)]
+    first = render_view(parts, size=96, using="gl").tobytes()
+    render_turntable(parts, frames=6, frame_size=40, using="gl")
+    assert render_view(parts, size=96, using="gl").tobytes() == first
+    Image.new("RGBA", (1, 1))  # nothing else in the process disturbs the context
