@@ -96,6 +96,30 @@ def check_history(history: History, acknowledged: Iterable[str],
                              + "\n  - ".join(problems) + "\n" + describe(history, acknowledged))
 
 
+def assert_resumed(history: History) -> None:
+    """Every stream that was cut came back from where it was: each reconnect sent Last-Event-ID,
+    the id of the last event received before it, and the last connection was answered (200).
+    A stream that was never cut passes (its ids are check_history's business)."""
+    problems: list[str] = []
+    seen: int | None = history.connections[0].cursor if history.connections else None
+    events = iter(history.events)
+    pending = next(events, None)
+    for connection in history.connections:
+        while pending is not None and pending.connection < connection.number:
+            seen = pending.id if pending.id is not None else seen
+            pending = next(events, None)
+        if connection.number == 1:
+            continue
+        if connection.cursor is None or connection.cursor != seen:
+            problems.append(f"connection #{connection.number} sent Last-Event-ID "
+                            f"{connection.cursor}, the last id received was {seen}")
+    if history.reconnects and history.connections[-1].status != 200:
+        problems.append(f"the last reconnect was answered {history.connections[-1].status}")
+    if problems:
+        raise AssertionError("a cut stream did not resume where it was:\n  - "
+                             + "\n  - ".join(problems) + "\n" + describe(history))
+
+
 def _id_problems(history: History) -> list[str]:
     problems: list[str] = []
     connections = {c.number: c for c in history.connections}

@@ -56,6 +56,8 @@ class Recorder:
         self._reading = asyncio.Event()
         self._reading.set()
         self._task: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
+        self._cut = False
         self.error: BaseException | None = None
 
     # -- control -------------------------------------------------------------------------
@@ -81,6 +83,13 @@ class Recorder:
 
     def resume(self) -> None:
         self._reading.set()
+
+    def cut(self) -> None:
+        """Drop the open connection, as a browser losing its network would; the recorder then
+        reconnects with Last-Event-ID like any other time its stream ends."""
+        if self._following is not None and not self._following.done():
+            self._cut = True
+            self._following.cancel()
 
     async def stop(self) -> History:
         self._stop.set()
@@ -135,16 +144,24 @@ class Recorder:
                                             time.monotonic())
                     self.history.connections.append(connection)
                     self._changed.set()
+                    self._following = asyncio.create_task(self._follow(http, connection))
                     try:
-                        await self._follow(http, connection)
+                        await self._following
                     except httpx.HTTPError as exc:
                         connection.ended = type(exc).__name__
+                    except asyncio.CancelledError:
+                        if not self._cut:
+                            raise
+                        self._cut = False
+                        connection.ended = "cut by the client"
                     if self._stop.is_set():
                         break
                     delay = self._backoff if connection.events else min(delay * 2,
                                                                          self._max_backoff)
                     await asyncio.sleep(delay)  # backoff before a reconnect, as EventSource does
         except asyncio.CancelledError:
+            if self._following is not None:
+                self._following.cancel()
             raise
         except BaseException as exc:
             self.error = exc

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.history import Connection, History, Received, check_history
+from tests.chaos.history import Connection, History, Received, assert_resumed, check_history
 
 
 def _task(task_id: str, state: str, attempt: int = 1) -> dict[str, Any]:
@@ -63,3 +63,17 @@ def test_a_broken_history_fails_and_says_why(
 def test_an_acknowledged_task_missing_from_the_task_list_fails() -> None:
     with pytest.raises(AssertionError, match="missing from GET /api/tasks"):
         check_history(_history(*CLEAN), ["a"], [])
+
+
+def _answered(history: History) -> History:
+    for connection in history.connections:
+        connection.status = 200
+    return history
+
+
+def test_assert_resumed_wants_each_reconnect_to_send_the_last_id_received() -> None:
+    assert_resumed(_answered(_history(*CLEAN, cursors=(0, 2))))
+    assert_resumed(_answered(_history(*CLEAN)))  # never cut: nothing to resume
+    for cursors in [(0, None), (0, 1), (0, 2, 1)]:
+        with pytest.raises(AssertionError, match="Last-Event-ID"):
+            assert_resumed(_answered(_history(*CLEAN, cursors=cursors)))

@@ -8,6 +8,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from tests.chaos.history import assert_resumed
 from tests.chaos.outcomes import progressed
 from tests.chaos.processes import Processes
 from tests.chaos.session import CUBE, Session, leftover_jobs
@@ -45,6 +46,7 @@ async def test_redis_full_mid_task_refuses_uploads_then_every_task_ends(
         history = await recorder.until_done(45)
 
         await session.check(recorder)
+        assert_resumed(history)  # a stream cut by the fault came back from where it was
         ended = {t: (history.terminal(t) or {}).get("state") for t in [*tasks, late]}
         assert set(ended.values()) == {"SUCCESS"}, ended
         assert await leftover_jobs(private_redis.url) == []

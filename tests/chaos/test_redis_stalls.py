@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.chaos.history import assert_resumed
 from tests.chaos.outcomes import progressed
 from tests.chaos.processes import Processes
 from tests.chaos.session import CUBE, Session, leftover_jobs
@@ -63,6 +64,7 @@ async def test_redis_paused_mid_task_fails_fast_then_heals(
         history = await recorder.until_done(45)
 
         await session.check(recorder)
+        assert_resumed(history)  # a stream cut by the fault came back from where it was
         ended = {t: (history.terminal(t) or {}).get("state") for t in [*tasks, late]}
         assert set(ended.values()) == {"SUCCESS"}, ended
         assert await leftover_jobs(private_redis.url) == []
@@ -104,6 +106,7 @@ async def test_half_open_redis_links_mid_task_are_replaced(
         history = await recorder.until_done(45)
 
         await session.check(recorder)
+        assert_resumed(history)  # a stream cut by the fault came back from where it was
         ended = {t: (history.terminal(t) or {}).get("state") for t in [*tasks, late]}
         assert set(ended.values()) == {"SUCCESS"}, ended
         assert await leftover_jobs(private_redis.url) == []
