@@ -113,3 +113,25 @@ async def test_a_bearer_client_is_not_a_forgery(server: LiveServer, redis_url: s
 ])
 def test_origins_compare_in_their_normal_form(raw: str, normal: str) -> None:
     assert normal_origin(raw) == normal
+
+
+@pytest.mark.parametrize("origin", [EVIL, ALLOWED, "null"])
+async def test_no_reply_grants_another_origin_cors(cookie_client: httpx.AsyncClient,
+                                                   origin: str) -> None:
+    """RELIABILITY E5: with the cookie and a foreign Origin, no answer (a read, a refused write, a
+    preflight) carries Access-Control-Allow-Origin, so another site's page can never read one;
+    KILN_ALLOWED_ORIGINS only lets that origin's writes through, it grants no reading."""
+    assert cookie_client.cookies, "the client should carry the session cookie"
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    replies = [
+        await cookie_client.get("/api/tasks", headers={"Origin": origin}),
+        await cookie_client.get("/api/auth/me", headers={"Origin": origin}),
+        await _upload(cookie_client, {"Origin": origin, "Sec-Fetch-Site": "cross-site"}),
+        await cookie_client.options("/api/uploads", headers=preflight),
+        await cookie_client.options("/api/tasks", headers=preflight),
+    ]
+    for reply in replies:
+        granted = {k: v for k, v in reply.headers.items() if k.startswith("access-control-")}
+        assert granted == {}, f"{reply.request.method} {reply.request.url.path}: {granted}"
+    assert replies[0].status_code == 200  # the read itself works: only its sharing is refused
