@@ -27,6 +27,9 @@ LOG_FAULTS = ("Traceback", "KeyError")
 """What no Kiln process may ever log in a scenario: an unhandled error (the arq run_job KeyError
 of a job id started twice after a Redis stall was one)."""
 
+CHAINED = ("The above exception was the direct cause", "During handling of the above")
+"""How Python joins the tracebacks of a chained exception: the next one belongs to the first."""
+
 OUT_OF_MEMORY = re.compile(r"^kiln child \d+: task \S+ ran out of memory$")
 """The line a child prints before the traceback of its MemoryError (tasks/child.py)."""
 
@@ -233,6 +236,8 @@ class Processes:
         self.data_dir = directory / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.started: list[KilnProcess] = []
+        self.expected_faults: list[re.Pattern[str]] = []
+        """Headings of tracebacks a scenario provokes on purpose (see `log_faults`)."""
 
     def _make(self, name: str, command: Command, pipelines: Mapping[str, str] | None,
               env: Mapping[str, str] | None, port: int | None) -> KilnProcess:
@@ -279,21 +284,34 @@ class Processes:
         return [(p.name, p.log_text()) for p in self.started]
 
     def log_faults(self, context: int = 12) -> list[str]:
-        """Every log line holding one of LOG_FAULTS, with the lines after it, per process.
+        """Every traceback, and every other line holding one of LOG_FAULTS, per process.
 
-        One traceback is by design: a child that ran out of memory (its limit doing its job)
-        prints its MemoryError under `kiln child <pid>: task <id> ran out of memory`.
+        Excused: a child that ran out of memory (its limit doing its job) prints its MemoryError
+        under `kiln child <pid>: task <id> ran out of memory`; and a traceback whose heading
+        line matches one of `expected_faults`, which a scenario provoking it sets.
         """
         found: list[str] = []
         for name, text in self.logs():
             lines = text.splitlines()
-            for number, line in enumerate(lines):
-                if not any(fault in line for fault in LOG_FAULTS):
-                    continue
-                if number and _memory_limit_report(lines, number):
-                    continue
-                excerpt = "\n    ".join(lines[number:number + context])
-                found.append(f"{name}, line {number + 1}:\n    {excerpt}")
+            number, chain_excused = 0, False
+            while number < len(lines):
+                line = lines[number]
+                end = number
+                if line == "Traceback (most recent call last):":
+                    end = next((n for n in range(number + 1, len(lines))
+                                if not lines[n].startswith(" ")), len(lines) - 1)
+                    heading = lines[number - 1] if number else ""
+                    chained = number > 1 and lines[number - 2].startswith(CHAINED)
+                    excused = (chain_excused if chained
+                               else _memory_limit_report(lines, number)
+                               or any(p.search(heading) for p in self.expected_faults))
+                    chain_excused = excused
+                else:
+                    excused = not any(fault in line for fault in LOG_FAULTS)
+                if not excused:
+                    excerpt = "\n    ".join(lines[number:number + context])
+                    found.append(f"{name}, line {number + 1}:\n    {excerpt}")
+                number = end + 1
         return found
 
     def assert_clean_logs(self) -> None:
