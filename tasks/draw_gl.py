@@ -9,7 +9,9 @@ on first use.
 
 from __future__ import annotations
 
+import logging
 import math
+import resource
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -116,7 +118,10 @@ void main() {
 }
 """
 
+_log = logging.getLogger(__name__)
 TARGETS = 4
+# llvmpipe maps about 660 MiB of address space (thread stacks, code) when its context is made
+CONTEXT_ROOM = 1 << 30
 SAMPLES = 4
 _lock = threading.RLock()
 _context: Any = None
@@ -181,6 +186,15 @@ def _programs() -> _Programs:
         if isinstance(_context, Unavailable):
             raise _context
         if _context is None:
+            room = _address_space_left()
+            if room < CONTEXT_ROOM:
+                # llvmpipe does not fail cleanly when it cannot map its threads and code: it
+                # crashes the process. Under a tight RLIMIT_AS, numpy draws instead.
+                _context = Unavailable(
+                    f"no room for an OpenGL context under the memory limit ({room >> 20} MiB "
+                    f"of address space left, {CONTEXT_ROOM >> 20} MiB needed)")
+                _log.warning("%s: drawing with numpy", _context)
+                raise _context
             try:
                 import moderngl
 
@@ -189,9 +203,23 @@ def _programs() -> _Programs:
                 _context = _Programs(ctx)
             except Exception as error:  # no library, no display driver, no GL 3.3
                 _context = Unavailable(f"no OpenGL context: {error}")
+                _log.warning("%s: drawing with numpy", _context)
                 raise _context from error
         assert isinstance(_context, _Programs)
         return _context
+
+
+def _address_space_left() -> int:
+    """Bytes of address space this process may still map (RLIMIT_AS minus what it has)."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return 1 << 62
+    try:
+        with open("/proc/self/status") as status:
+            used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+    return max(0, limit - used)
 
 
 def draw_views(
@@ -319,6 +347,8 @@ def _texture(ctx: Any, image: NDArray[np.uint8]) -> Any:
     height, width = image.shape[:2]
     texture = ctx.texture((width, height), 3, np.ascontiguousarray(image[:, :, :3]).tobytes(),
                           alignment=1)
-    texture.filter = (ctx.LINEAR, ctx.LINEAR)
+    # mipmaps: a texture shrunk on screen is averaged, as numpy's four samples a pixel average it
+    texture.build_mipmaps()
+    texture.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
     texture.repeat_x = texture.repeat_y = True
     return texture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from tasks.render import Surface, render_turntable, render_view, renderer
 from tests.conftest import corpus
 from tests.helpers.images import ssim
 
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = [
     ("OBJ/box.obj", "obj"), ("OBJ/spider.obj", "obj"), ("OBJ/WusonOBJ.obj", "obj"),
     ("Collada/duck.dae", "dae"), ("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb"),
@@ -91,3 +94,23 @@ def test_a_view_is_the_same_every_time_and_in_every_order() -> None:
     render_turntable(parts, frames=6, frame_size=40, using="gl")
     assert render_view(parts, size=96, using="gl").tobytes() == first
     Image.new("RGBA", (1, 1))  # nothing else in the process disturbs the context
+
+
+def test_under_a_tight_memory_limit_numpy_draws_instead_of_crashing() -> None:
+    # llvmpipe crashes the process (SIGSEGV) when it cannot map its threads: a child under a
+    # small RLIMIT_AS must not even try
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))\n"
+        "import trimesh\n"
+        "from tasks import draw_gl\n"
+        "from tasks.render import Surface, render_view, renderer\n"
+        "assert not draw_gl.available() and renderer('auto') == 'numpy'\n"
+        "box = trimesh.creation.box()\n"
+        "image = render_view([Surface(vertices=box.vertices, faces=box.faces)], size=32)\n"
+        "assert image.getchannel('A').getextrema() == (0, 255)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "no room for an OpenGL context" in done.stderr
