@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,9 +54,17 @@ async def _open_stream(client: KilnClient, headers: dict[str, str] | None = None
         yield response
 
 
+# Each stream's line iterator lives as long as its response: an abandoned `aiter_lines()` is
+# finalised soon after, and closing it closes the connection, so the stream would end and free
+# its slot while the test still counts it as open.
+_lines: weakref.WeakKeyDictionary[httpx.Response, AsyncIterator[str]] = (
+    weakref.WeakKeyDictionary())
+
+
 async def _first_event(response: httpx.Response) -> str:
+    lines = _lines.setdefault(response, response.aiter_lines())
     async with asyncio.timeout(10):
-        async for event in parse_sse(response.aiter_lines()):
+        async for event in parse_sse(lines):
             return event.event
     raise AssertionError("the stream ended before its first event")
 
