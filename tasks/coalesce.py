@@ -1,4 +1,10 @@
-"""Coalesce a child's progress reports to a few events a second; stage changes are always sent."""
+"""Coalesce a child's progress reports: one rate limit per task, the latest report wins.
+
+The first report goes out at once (a task that finishes within one interval sends exactly one
+PROGRESS); after that at most one every 1/hz seconds, carrying the newest stage and fraction, so
+a stage change waits its turn like any other report. What is still pending when the run ends is
+dropped: its terminal event says more. State changes never pass through here.
+"""
 
 from __future__ import annotations
 
@@ -17,27 +23,17 @@ class ProgressCoalescer:
         self._send = send
         self._interval = 1.0 / hz
         self._on_rejected = on_rejected
-        self._must: list[tuple[str, float]] = []
         self._latest: tuple[str, float] | None = None
-        self._stage: str | None = None
         self._wakeup = asyncio.Event()
         self._closing = False
         self._pump = asyncio.create_task(self._run(), name="kiln-progress")
 
     def update(self, stage: str, fraction: float) -> None:
-        fraction = min(1.0, max(0.0, fraction))
-        if stage != self._stage:
-            if self._latest is not None and self._latest[0] == self._stage:
-                self._must.append(self._latest)  # the old stage's last word is not dropped
-            self._latest = None
-            self._stage = stage
-            self._must.append((stage, fraction))
-        else:
-            self._latest = (stage, fraction)
+        self._latest = (stage, min(1.0, max(0.0, fraction)))  # also maps NaN to 0.0
         self._wakeup.set()
 
     async def close(self) -> None:
-        """Send what is pending, then stop."""
+        """Stop; a report still waiting for its turn is dropped (the terminal event follows)."""
         self._closing = True
         self._wakeup.set()
         await self._pump
@@ -48,31 +44,19 @@ class ProgressCoalescer:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_allowed = 0.0
-        while True:
-            if not self._must and self._latest is None:
-                if self._closing:
-                    return
+        while not self._closing:
+            if self._latest is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._must:
-                item = self._must.pop(0)
-            else:
-                delay = next_allowed - loop.time()
-                if delay > 0 and not self._closing:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), delay)
-                    continue  # look again: a stage change may have come, or the delay is over
-                latest, self._latest = self._latest, None
-                assert latest is not None
-                item = latest
-            if not await self._deliver(*item):
+            delay = next_allowed - loop.time()
+            if delay > 0:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                continue  # look again: the delay is over, or the run has ended
+            latest, self._latest = self._latest, None
+            if not await self._send(*latest):
+                self._on_rejected()
                 return
             next_allowed = loop.time() + self._interval
-
-    async def _deliver(self, stage: str, fraction: float) -> bool:
-        if await self._send(stage, fraction):
-            return True
-        self._on_rejected()
-        return False

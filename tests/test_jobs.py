@@ -129,3 +129,26 @@ async def test_a_running_job_holds_only_a_short_lease(services: Services, tmp_pa
         assert 0 < ttl_ms <= settings.job_lease * 1000
         record = await services.tasks.get(tid)
         assert record is not None and await services.queue.cancel(record)
+
+
+async def test_a_task_over_within_the_progress_interval_sends_at_most_four_events(
+        settings: Settings, tmp_path: Path) -> None:
+    # the progress interval is 1/KILN_PROGRESS_HZ: at 0.2 Hz no run here outlasts it
+    async with open_services(settings.with_(progress_hz=0.2), settings.redis_url or "") as quick:
+        tid = await _submit(quick, tmp_path)
+        async with running_worker(quick, burst=True,
+                                  pipelines={"mesh": "tests.helpers.pipelines:burst"}) as running:
+            await running.supervisor
+        log = [e for e in await _log(quick) if e["task_id"] == tid]
+    states = [e["state"] for e in log]
+    assert states[:2] == ["PENDING", "STARTED"] and states[-1] == "SUCCESS"
+    assert states.count("PROGRESS") <= 1 and len(states) <= 4
+
+
+async def test_progress_reports_share_one_rate_limit(services: Services, tmp_path: Path) -> None:
+    # `steps` reports 80 times over about 0.8 s in two stages: at 5 a second, about five go out
+    tid = await _submit(services, tmp_path)
+    await _drain(services)
+    progress = [e for e in await _log(services)
+                if e["task_id"] == tid and e["state"] == "PROGRESS"]
+    assert 1 <= len(progress) <= 8

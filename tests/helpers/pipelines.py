@@ -125,3 +125,11 @@ def storm(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     for i in range(STORM_STAGES):
         progress(f"{i:05d}-{padding}", 1.0)
     return {"stats": {"stages": STORM_STAGES}, "artifacts": []}
+
+
+def burst(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """A task that is over at once, reporting every step of four stages on the way."""
+    for stage in ("load", "analyse", "thumbnail", "turntable"):
+        for i in range(100):
+            progress(stage, (i + 1) / 100)
+    return {"stats": {"bytes": Path(payload["source"]).stat().st_size}, "artifacts": []}
