@@ -118,8 +118,11 @@ class _Run:
     async def _hand_back(self, lease: asyncio.Task[None]) -> None:
         """Give the task back for another worker (bounded: the process is stopping). If Redis
         cannot be reached, the run's lease lapses and the task is recovered as a lost run."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await lease  # so no refresh of the lease can land after it is dropped
+        # so no refresh of the lease lands after it is dropped; bounded, since a cancel that a
+        # Redis command swallowed must not hold the shutdown (the loop then ends on its own)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(HAND_BACK_TIMEOUT):
+                await asyncio.shield(lease)
         try:
             async with asyncio.timeout(HAND_BACK_TIMEOUT):
                 record = await self.services.tasks.get(self.task_id)
@@ -261,7 +264,8 @@ class _Run:
         settings = self.services.settings
         redis = self.services.redis
         lease_ms = int(settings.job_lease * 1000)
-        while True:
+        me = asyncio.current_task()
+        while me is None or not me.cancelling():  # a cancel a command swallowed still ends it
             with contextlib.suppress(RedisError, OSError):
                 if self.job_id:
                     await redis.pexpire(in_progress_key_prefix + self.job_id, lease_ms)
@@ -269,4 +273,6 @@ class _Run:
                 state = await redis.hget(keys.task(self.task_id), "state")  # type: ignore[misc]
                 if state is not None and state.decode() == TaskState.REVOKED:
                     self.kiln.cancel(self.task_id)
+            if me is not None and me.cancelling():
+                return
             await asyncio.sleep(settings.job_lease / 3)

@@ -4,6 +4,7 @@ sweep requeues what nothing would run any more."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -187,3 +188,44 @@ async def test_a_worker_never_starts_a_job_it_is_already_running(
 
 class _NoPool:
     """A child pool that is never asked for anything."""
+
+
+class _SwallowingRedis:
+    """A Redis whose SET swallows a cancel that arrives while it waits, as redis-py 5 was seen
+    to (the command returns True and the task goes on with its cancel pending)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.sets = 0
+
+    async def pexpire(self, *args: object) -> bool:
+        return True
+
+    async def set(self, *args: object, **kwargs: object) -> bool:
+        self.sets += 1
+        self.entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed
+            await asyncio.sleep(0.2)
+        return True
+
+    async def hget(self, *args: object) -> None:
+        return None
+
+
+async def test_a_lease_loop_whose_cancel_a_command_swallowed_still_ends(
+        settings: Settings) -> None:
+    from types import SimpleNamespace
+
+    from tasks.jobs import WorkerContext, _Run
+
+    redis = _SwallowingRedis()
+    services = SimpleNamespace(settings=settings.with_(job_lease=0.3), redis=redis)
+    kiln = WorkerContext(services=services, pool=None)  # type: ignore[arg-type]
+    run = _Run(kiln, "t1", "job-1")
+    lease = asyncio.create_task(run._keep_lease())
+    await asyncio.wait_for(redis.entered.wait(), 5)
+    lease.cancel()
+    # without the check of its own cancel the loop would renew the lease forever, and a
+    # stopping worker that waits for it would never exit
+    await asyncio.wait_for(asyncio.wait([lease]), 5)
+    assert lease.done() and redis.sets == 1
