@@ -96,6 +96,7 @@ class Settings:
     cookie_secure: bool = False
     max_upload_bytes: int = 1 * GiB
     max_files_per_upload: int = 100
+    max_form_fields: int = 100
     child_memory_bytes: int = 4 * GiB
     task_timeout: float = 600.0
     max_attempts: int = 3
@@ -196,6 +197,7 @@ class Settings:
             cookie_secure=_bool(env, "KILN_COOKIE_SECURE", False),
             max_upload_bytes=_int(env, "KILN_MAX_UPLOAD_BYTES", 1 * GiB, minimum=1),
             max_files_per_upload=_int(env, "KILN_MAX_FILES_PER_UPLOAD", 100, minimum=1),
+            max_form_fields=_int(env, "KILN_MAX_FORM_FIELDS", 100),
             child_memory_bytes=_int(env, "KILN_CHILD_MEMORY_BYTES", 4 * GiB, minimum=256 * 1024**2),
             task_timeout=_float(env, "KILN_TASK_TIMEOUT", 600.0, minimum=0.1),
             max_attempts=_int(env, "KILN_MAX_ATTEMPTS", 3, minimum=1),

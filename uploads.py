@@ -45,6 +45,10 @@ class TooManyFiles(UploadRefused):
     code = "too_many_files"
 
 
+class TooManyFields(UploadRefused):
+    code = "too_many_fields"
+
+
 class UploadTooSlow(UploadRefused):
     code = "upload_too_slow"
 
@@ -80,12 +84,15 @@ def boundary_of(content_type: str | None) -> bytes:
 class _Receiver:
     """Parser callbacks (sync) collect bytes; the async loop writes them out between chunks."""
 
-    def __init__(self, storage: Storage, max_file_bytes: int, max_files: int) -> None:
+    def __init__(self, storage: Storage, max_file_bytes: int, max_files: int,
+                 max_fields: int) -> None:
         self.storage = storage
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
+        self.max_fields = max_fields
         self.part = _Part()
         self.files: list[ReceivedFile] = []
+        self.fields = 0
         self.open_files: list[IO[bytes]] = []
         self.finished: list[_Part] = []
         self.writing: list[_Part] = []
@@ -116,7 +123,10 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.part.disposition)
         if b"filename" not in options:
-            return  # a plain form field: counted, ignored
+            self.fields += 1  # a plain form field: counted, ignored
+            if self.fields > self.max_fields:
+                raise TooManyFields(f"at most {self.max_fields} form fields besides the files")
+            return
         if len(self.files) >= self.max_files:
             raise TooManyFiles(f"at most {self.max_files} files per upload")
         name = display_name(options[b"filename"].decode("utf-8", "replace"))
@@ -214,13 +224,14 @@ async def receive_files(
     *,
     max_file_bytes: int,
     max_files: int,
+    max_fields: int = 100,
     min_rate: int = 0,
     rate_grace: float = 30.0,
 ) -> list[ReceivedFile]:
     """Stream every file part of the body to `storage.incoming`; all of them, or none (a body
     slower than `min_rate` bytes/s for `rate_grace` seconds is cut: see `paced`)."""
     chunks = paced(chunks, min_rate, rate_grace)
-    receiver = _Receiver(storage, max_file_bytes, max_files)
+    receiver = _Receiver(storage, max_file_bytes, max_files, max_fields)
     parser = MultipartParser(
         boundary_of(content_type),
         callbacks={

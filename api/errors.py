@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
-from uploads import FileTooLarge, TooManyFiles, UploadRefused
+from uploads import FileTooLarge, TooManyFields, TooManyFiles, UploadRefused
 
 log = logging.getLogger("kiln.api")
 
@@ -62,7 +62,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _upload_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UploadRefused)
-    status = 413 if isinstance(exc, FileTooLarge | TooManyFiles) else 400
+    status = 413 if isinstance(exc, FileTooLarge | TooManyFiles | TooManyFields) else 400
     return error_response(status, exc.code, exc.message, file=exc.file)
 
 

@@ -64,6 +64,7 @@ async def create_upload(request: Request) -> Response:
             request.stream(), request.headers.get("content-type"), kiln.storage,
             max_file_bytes=kiln.settings.max_upload_bytes,
             max_files=kiln.settings.max_files_per_upload,
+            max_fields=kiln.settings.max_form_fields,
             min_rate=kiln.settings.upload_min_rate,
             rate_grace=kiln.settings.upload_rate_grace,
         )

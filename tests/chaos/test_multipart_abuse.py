@@ -63,8 +63,13 @@ async def test_multipart_abuse_is_refused_quickly_and_leaves_nothing(
     try:
         async with httpx.AsyncClient(base_url=web.url, timeout=QUICK * 2) as http:
             fields = _body([(f"f{n}", None, b"x") for n in range(MANY)])
-            assert await _refused(http, session, fields, BOUNDARY, (400, 413)) == (
-                "malformed_upload")
+            assert await _refused(http, session, fields, BOUNDARY, (413,)) == "too_many_fields"
+            await _healthy(http)
+
+            # a file does not make the fields beside it free: they are counted all the same
+            mixed = _body([("file", "cube.obj", CUBE)]
+                          + [(f"f{n}", None, b"x") for n in range(MANY)])
+            assert await _refused(http, session, mixed, BOUNDARY, (413,)) == "too_many_fields"
             await _healthy(http)
 
             files = _body([("file", f"t{n}.obj", b"v 0 0 0\n") for n in range(MANY)])
