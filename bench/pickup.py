@@ -1,7 +1,8 @@
 """How fast does an idle Kiln start an uploaded task? (issue: about 10 ms; arq's poll: ~250 ms)
 
 Runs a private redis-server and a real uvicorn with the embedded worker on 127.0.0.1, uploads a
-small mesh N times, one at a time with the service idle in between, and measures
+small mesh N times, each once the task before it has ended (so the worker is idle: the case
+being measured, whatever a task costs), and measures
   - server side: the task's `created` timestamp -> its STARTED event's `ts` (enqueue to start)
   - client side: sending POST /api/uploads -> receiving STARTED on the SSE stream
 
@@ -51,16 +52,21 @@ async def measure(base: str, n: int, mesh: bytes) -> tuple[list[float], list[flo
         async with http.stream("GET", "/api/events", headers=headers) as events:
             lines = events.aiter_lines()
             for i in range(n):
-                await asyncio.sleep(0.2)  # let the worker go idle: the case being measured
+                await asyncio.sleep(0.05)  # the last task has ended: the worker is idle
                 sent = time.perf_counter()
                 response = await http.post("/api/uploads", headers=headers,
                                            files=[("file", ("cube.obj", mesh))])
                 tid = response.json()["tasks"][0]["task_id"]
+                started = 0.0
                 async for line in lines:
-                    if line.startswith("data: ") and '"STARTED"' in line and tid in line:
+                    if not line.startswith("data: ") or tid not in line:
+                        continue
+                    event = json.loads(line[6:])
+                    if event["state"] == "STARTED":
                         client_side.append(time.perf_counter() - sent)
-                        started = json.loads(line[6:])["ts"]
-                        break
+                        started = event["ts"]
+                    elif event["state"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                        break  # each upload waits for the last to end: pickup of an idle worker
                 task = (await http.get(f"/api/tasks/{tid}", headers=headers)).json()
                 server_side.append(started - task["created"])
                 print(f"\r  {i + 1}/{n} tasks", end="", file=sys.stderr, flush=True)

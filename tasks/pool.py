@@ -44,6 +44,8 @@ class _Child:
         self.process = process
         self.tasks_run = 0
         self.killed = False
+        # started when this child takes its last task, to take its slot warm when it retires
+        self.successor: asyncio.Future[_Child] | None = None
 
     @property
     def pid(self) -> int:
@@ -90,7 +92,10 @@ class ChildPool:
     """At most `size` tasks at once, each in its own warm child process that the pool may kill.
 
     A caller that is cancelled, or whose task outlives `timeout`, has its child killed and reaped
-    before `run` returns; a child that crashes or is killed is replaced in the background.
+    before `run` returns; a child that crashes or is killed is replaced in the background. A
+    child retires after `max_tasks_per_child` tasks; its successor starts warming when it takes
+    its last one (for that while, one child more than `size` is alive), so no task waits for a
+    preload.
     """
 
     def __init__(
@@ -167,6 +172,8 @@ class ChildPool:
         line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
         async with self._slots:
             child = await self._checkout()
+            if child.tasks_run == self._max_tasks - 1 and child.successor is None:
+                child.successor = self._start_spawn()
             reusable = False
             deadline = asyncio.timeout(timeout)
             try:
@@ -248,22 +255,27 @@ class ChildPool:
         self._free.remove(future)
         return future
 
-    def _refill(self) -> None:
-        """Give a slot a fresh child, started in the background."""
+    def _refill(self, successor: asyncio.Future[_Child] | None = None) -> None:
+        """Give a slot a fresh child (`successor`, if one is warming already)."""
         if self._closed:
             return
+        self._free.append(successor or self._start_spawn())
+
+    def _start_spawn(self) -> asyncio.Task[_Child]:
         task = asyncio.get_running_loop().create_task(self._spawn())
         self._warming.add(task)
         task.add_done_callback(self._warming.discard)
-        self._free.append(task)
+        return task
 
     async def _discard(self, child: _Child) -> None:
-        """Kill and reap a child that may not run another task, and start its replacement."""
+        """Kill and reap a child that may not run another task; its slot gets its successor (if
+        one was started) or a child started now."""
+        successor, child.successor = child.successor, None
         try:
             child.kill()
             await self._reap(child)
         finally:
-            self._refill()
+            self._refill(successor)
 
     async def _reap(self, child: _Child) -> None:
         await child.process.wait()

@@ -106,3 +106,17 @@ def memory_status(payload: Payload, progress: Progress) -> Result:
     with open("/proc/self/status") as status:
         fields = {name: value for name, _, value in (line.partition(":") for line in status)}
     return {name: int(fields[name].split()[0]) * 1024 for name in ("VmPeak", "VmSize")}
+
+
+def pid(payload: Payload, progress: Progress) -> Result:
+    """Return this child's process id."""
+    return {"pid": os.getpid()}
+
+
+def wait_for_file(payload: Payload, progress: Progress) -> Result:
+    """Report once, then wait (up to 30 s) until `payload["path"]` exists; return the pid."""
+    progress("waiting", 0.0)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(payload["path"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"pid": os.getpid()}

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,6 +245,27 @@ async def test_child_is_retired_after_max_tasks(make_pool: MakePool) -> None:
     assert gone(first)
     await run(pool, "echo")
     assert first not in pool.pids and len(pool.pids) == 1
+
+
+async def test_a_retiring_childs_successor_starts_before_it_stops(
+        make_pool: MakePool, tmp_path: Path) -> None:
+    pool = await make_pool(max_tasks_per_child=2)
+    first = only_pid(pool)
+    await run(pool, "echo")
+    release = tmp_path / "release"
+    last = asyncio.Event()
+    waiting = asyncio.create_task(pool.run(
+        function("wait_for_file"), {"path": str(release)},
+        on_progress=lambda stage, fraction: last.set(), timeout=60))
+    await asyncio.wait_for(last.wait(), 30)  # the first child runs its last task...
+    async with asyncio.timeout(30):
+        while len(pool.pids) < 2:  # noqa: ASYNC110 - no event says a child was spawned
+            await asyncio.sleep(0.01)
+    (successor,) = pool.pids - {first}  # ...while its successor is already starting
+    release.touch()
+    assert (await waiting)["pid"] == first
+    result, _ = await run(pool, "pid")
+    assert result["pid"] == successor and gone(first) and pool.pids == {successor}
 
 
 async def test_child_that_died_while_idle_is_replaced(pool: ChildPool) -> None:
