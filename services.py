@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from arq.connections import ArqRedis
-from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +26,7 @@ from auth.tokens import TokenService
 from event_stream import EventFeed
 from events import EventWriter
 from records import TaskStore
+from redis_pool import IdleClosingPool, close_idle_forever
 from settings import Settings
 from storage import Storage
 from streaming import Hub
@@ -35,6 +35,8 @@ from tasks.queue import TaskQueue, job_deserializer, job_serializer
 log = logging.getLogger("kiln")
 
 SNAPSHOT_LIMIT = 500
+IDLE_KEEP = 4
+"""Free Redis connections kept open however long they stand idle."""
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 
@@ -64,7 +66,8 @@ class Services:
     logins: LoginThrottle
 
 
-def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.0) -> ArqRedis:
+def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.0,
+                  max_connections: int = 512) -> ArqRedis:
     """The asyncio Redis client shared by the web app, the hub and the embedded worker.
 
     Every command (connect, write, read) gives up after `timeout` seconds, so a stalled or
@@ -75,20 +78,21 @@ def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.
     The pool is redis-py's BlockingConnectionPool, which connects a new connection outside its
     lock: the plain ConnectionPool of redis 5 connects under the lock (redis-py issue #3842), so
     with Redis stalled N callers waited N x `timeout` in turn. Waiting for a free connection is
-    bounded by `timeout` too.
+    bounded by `timeout` too, at most `max_connections` are open, and `IdleClosingPool` closes
+    those a burst opened once they stand idle.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": health_interval,
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        "max_connections": 512,
+        "max_connections": max_connections,
         "timeout": timeout,
     }
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True
         options["socket_keepalive_options"] = _keepalive_options(health_interval)
-    pool = BlockingConnectionPool.from_url(url, **options)
+    pool = IdleClosingPool.from_url(url, **options)
     return ArqRedis(pool, job_serializer=job_serializer, job_deserializer=job_deserializer,
                     default_queue_name=keys.QUEUE)
 
@@ -169,7 +173,11 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
     """Connect to Redis (waiting for it up to `redis_start_wait`), start the hub, and close both
     on exit."""
     redis = connect_redis(redis_url, timeout=settings.redis_timeout,
-                          health_interval=settings.redis_health_interval)
+                          health_interval=settings.redis_health_interval,
+                          max_connections=settings.redis_max_connections)
+    pool = redis.connection_pool
+    assert isinstance(pool, IdleClosingPool)
+    trimmer = asyncio.create_task(close_idle_forever(pool, settings.redis_idle_close, IDLE_KEEP))
     hub = Hub(redis, mailbox_size=settings.sse_queue_size,
               ping_interval=settings.redis_health_interval, reply_timeout=settings.redis_timeout)
     hasher = PasswordHasher(settings.hash_threads, settings.hash_waiting)
@@ -195,6 +203,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             logins=LoginThrottle.from_settings(redis, settings),
         )
     finally:
+        trimmer.cancel()
         hasher.close()
         await hub.close()
         await redis.aclose(close_connection_pool=True)

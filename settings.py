@@ -140,6 +140,8 @@ class Settings:
     upload_rate_grace: float = 30.0
     # Redis faults
     redis_timeout: float = 2.0
+    redis_max_connections: int = 512
+    redis_idle_close: float = 60.0
     redis_health_interval: float = 5.0
     redis_start_wait: float = 300.0
 
@@ -237,6 +239,8 @@ class Settings:
             upload_min_rate=_int(env, "KILN_UPLOAD_MIN_RATE", 1024),
             upload_rate_grace=_float(env, "KILN_UPLOAD_RATE_GRACE", 30.0, minimum=0.1),
             redis_timeout=_float(env, "KILN_REDIS_TIMEOUT", 2.0, minimum=0.1),
+            redis_max_connections=_int(env, "KILN_REDIS_MAX_CONNECTIONS", 512, minimum=4),
+            redis_idle_close=_float(env, "KILN_REDIS_IDLE_CLOSE", 60.0),
             redis_health_interval=_float(env, "KILN_REDIS_HEALTH_INTERVAL", 5.0, minimum=0.1),
             redis_start_wait=_float(env, "KILN_REDIS_START_WAIT", 300.0),
         )
