@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 import keys
 from settings import Settings
@@ -193,6 +194,25 @@ class EventWriter:
         fields: dict[str, str] | None = None,
     ) -> Emitted | None:
         """Apply one transition; None when the guard refuses it (stale run, already terminal...)."""
+        script_keys, args = self.prepare(who, guard, state, attempt=attempt, run=run, stage=stage,
+                                         progress=progress, extra=extra, fields=fields)
+        return self.outcome(await self._script(keys=script_keys, args=args))
+
+    def prepare(
+        self,
+        who: TaskIdentity,
+        guard: Guard,
+        state: TaskState,
+        *,
+        attempt: int,
+        run: str = "",
+        stage: str = "",
+        progress: float = 0.0,
+        extra: dict[str, Any] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """The script's keys and arguments for one transition (see `emit`), to run in a batch
+        with `emit_in`."""
         now = time.time()
         event = encode_event(
             who, state, stage=stage, progress=progress, attempt=attempt, ts=now, extra=extra
@@ -206,14 +226,21 @@ class EventWriter:
         for name, value in record.items():
             args += [name, value]
         args.append(self._lease_ms)  # last: the run lease a claim takes
-        result = await self._script(
-            keys=[keys.task(who.task_id),
-                  session.seq, session.log, session.tasks,
-                  user.seq, user.log, user.tasks,
-                  keys.batch_tasks(who.batch),
-                  session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE],
-            args=args,
-        )
+        return [keys.task(who.task_id),
+                session.seq, session.log, session.tasks,
+                user.seq, user.log, user.tasks,
+                keys.batch_tasks(who.batch),
+                session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE], args
+
+    async def emit_in(self, pipe: Pipeline, prepared: tuple[list[str], list[str]]) -> None:
+        """Queue a prepared transition on a pipeline (nothing is sent yet); its reply, from the
+        pipeline's execute, goes through `outcome`."""
+        script_keys, args = prepared
+        await self._script(keys=script_keys, args=args, client=pipe)
+
+    @staticmethod
+    def outcome(result: Any) -> Emitted | None:
+        """The script's reply as an Emitted, or None when the guard refused the transition."""
         if int(result[0]) != 1:
             return None
         return Emitted(session_seq=int(result[1]), user_seq=int(result[2]))

@@ -16,7 +16,7 @@ from ids import new_id
 from storage import stored_names
 from tasks.detect import SUPPORTED, sniff
 from tasks.grouping import Group, UploadFile, plan
-from tasks.queue import new_task_identity
+from tasks.queue import NewTask, new_task_identity
 from uploads import ReceivedFile, UploadTooSlow, receive_files
 
 _COMPANIONS = {
@@ -79,17 +79,23 @@ async def create_upload(request: Request) -> Response:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
         batch = new_id()
-        tasks = []
-        for group in groups:
-            main = by_name[group.main]
-            who = new_task_identity(owner=signed_in.user.id, session=signed_in.claims.session_id,
-                                    batch=batch, kind=group.kind, filename=main.filename)
-            await asyncio.to_thread(kiln.storage.adopt, who.task_id,
-                                    [(name, by_name[name].path) for name in group.files])
-            size = sum(by_name[name].size for name in group.files)
-            await kiln.queue.submit(who, format=group.format, size=size, files=group.files)
-            tasks.append({"task_id": who.task_id, "filename": who.filename, "kind": who.kind,
-                          "format": group.format, "size": size, "files": list(group.files)})
+        new = [NewTask(new_task_identity(owner=signed_in.user.id,
+                                         session=signed_in.claims.session_id, batch=batch,
+                                         kind=group.kind, filename=by_name[group.main].filename),
+                       group.format, sum(by_name[name].size for name in group.files),
+                       tuple(group.files))
+               for group in groups]
+
+        def adopt_all() -> None:
+            for task in new:
+                kiln.storage.adopt(task.identity.task_id,
+                                   [(name, by_name[name].path) for name in task.files])
+
+        await asyncio.to_thread(adopt_all)
+        await kiln.queue.submit_all(new)  # every task and its job in one round trip
+        tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
+                  "kind": task.identity.kind, "format": task.format, "size": task.size,
+                  "files": list(task.files)} for task in new]
     finally:
         for file in received:
             with contextlib.suppress(OSError):

@@ -10,6 +10,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.jobs import serialize_job
 
 import keys
 from events import EventWriter, Guard, TaskIdentity, TaskState
@@ -90,6 +91,16 @@ and `queued` would be overstated by the running jobs beyond it, never out of ord
 
 
 @dataclass(frozen=True)
+class NewTask:
+    """A task to submit: who it is, its format and size, and its stored files (main first)."""
+
+    identity: TaskIdentity
+    format: str
+    size: int
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class QueueStanding:
     """The queue as seen at one instant: `positions` of the waiting jobs asked about (by job id,
     1 = next to start; jobs not waiting are absent) and `queued`, every ready job not running."""
@@ -112,21 +123,38 @@ class TaskQueue:
     ) -> bool:
         """Create the task (PENDING, attempt 1) and queue its first job; `files` are its stored
         files, the main one first."""
+        return (await self.submit_all([NewTask(who, format, size, tuple(files))]))[0]
+
+    async def submit_all(self, new: Sequence[NewTask]) -> list[bool]:
+        """`submit` for every task of an upload, in one round trip: each task's PENDING event
+        (the emit script, atomic per task), then its arq job (as arq's `enqueue_job` writes it:
+        the serialised job with its expiry, and its place in the queue), then one wake for the
+        workers. True for each task created (its id is new: always, but for a bug)."""
+        if not new:
+            return []
         now = time.time()
-        emitted = await self._events.emit(
-            who, Guard.CREATE, TaskState.PENDING, attempt=1, stage="queued",
-            fields={
-                "id": who.task_id, "owner": who.owner, "session": who.session,
-                "batch": who.batch, "kind": who.kind, "filename": who.filename,
-                "format": format, "size": str(size), "source": files[0],
-                "files": json.dumps(list(files)),
-                "created": repr(now), "created_ms": str(int(now * 1000)),
-            },
-        )
-        if emitted is None:
-            return False
-        await self._enqueue(who.task_id, 1)
-        return True
+        enqueued_ms = int(now * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task in new:
+                who = task.identity
+                await self._events.emit_in(pipe, self._events.prepare(
+                    who, Guard.CREATE, TaskState.PENDING, attempt=1, stage="queued",
+                    fields={
+                        "id": who.task_id, "owner": who.owner, "session": who.session,
+                        "batch": who.batch, "kind": who.kind, "filename": who.filename,
+                        "format": task.format, "size": str(task.size), "source": task.files[0],
+                        "files": json.dumps(list(task.files)),
+                        "created": repr(now), "created_ms": str(enqueued_ms),
+                    },
+                ))
+                job = job_id(who.task_id, 1)
+                pipe.psetex(job_key_prefix + job, QUEUE_EXPIRY_S * 1000, serialize_job(
+                    PROCESS_ASSET, (who.task_id,), {}, None, enqueued_ms,
+                    serializer=job_serializer))
+                pipe.zadd(keys.QUEUE, {job: enqueued_ms})
+            pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"op": "wake"}))
+            replies = await pipe.execute()
+        return [self._events.outcome(reply) is not None for reply in replies[:-1:3]]
 
     async def cancel(self, record: TaskRecord) -> bool:
         """Revoke a task that is not finished; a running child is killed by its worker."""
