@@ -13,41 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from starlette.datastructures import Secret  # noqa: E402
-
-from accounts import Accounts  # noqa: E402
-from server import build_app  # noqa: E402
-from services import connect_redis  # noqa: E402
-from settings import Settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from live import PASSWORD, ROOT, USER, live_service  # noqa: E402
 
 
 async def measure(base: str, n: int, mesh: bytes) -> tuple[list[float], list[float]]:
     server_side, client_side = [], []
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         token = (await http.post("/api/auth/login", json={
-            "username": "bench", "password": "bench password"})).json()["access_token"]
+            "username": USER, "password": PASSWORD})).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         async with http.stream("GET", "/api/events", headers=headers) as events:
             lines = events.aiter_lines()
@@ -83,46 +65,10 @@ def summary(name: str, values: list[float]) -> str:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
-        port = free_port()
-        redis = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(port),
-             "--bind", "127.0.0.1", "--save", "", "--dir", tmp, "--daemonize", "no",
-             "--logfile", str(Path(tmp) / "redis.log")])
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            settings = Settings(redis_url=url, data_dir=Path(tmp) / "data",
-                                jwt_secret=Secret("bench-" + "x" * 40), worker_concurrency=2)
-
-            async def add_user() -> None:
-                client = connect_redis(url)
-                for _ in range(200):
-                    try:
-                        await client.ping()
-                        break
-                    except Exception:
-                        await asyncio.sleep(0.02)
-                await Accounts(client).create("bench", "bench password")
-                await client.aclose()
-
-            asyncio.run(add_user())
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            server = uvicorn.Server(uvicorn.Config(build_app(settings), log_level="warning",
-                                                   loop="uvloop", timeout_graceful_shutdown=1))
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-            thread.start()
-            while not server.started:
-                time.sleep(0.01)
-            base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-            mesh = (ROOT / "examples" / "cube.obj").read_bytes()
-            print(f"pickup of {n} uploads on an idle service (2 child processes)", file=sys.stderr)
-            server_side, client_side = asyncio.run(measure(base, n, mesh))
-            server.should_exit = True
-            thread.join()
-        finally:
-            redis.kill()
-            redis.wait()
+    mesh = (ROOT / "examples" / "cube.obj").read_bytes()
+    with live_service(worker_concurrency=2) as live:
+        print(f"pickup of {n} uploads on an idle service (2 child processes)", file=sys.stderr)
+        server_side, client_side = asyncio.run(measure(live.base_url, n, mesh))
     print(summary("enqueue -> STARTED (server clock)", server_side))
     print(summary("upload sent -> STARTED received", client_side))
 

@@ -19,8 +19,10 @@ that it reads at full speed once it resumes (a few KiB would crawl at a window p
 
 async def test_a_slow_reader_is_cut_off_and_resumes_losslessly(processes: Processes,
                                                               redis_url: str) -> None:
+    # no rate limit to speak of: every report the worker has when it can send one goes out
     web = processes.serve(pipelines=STORMY, env={
-        "KILN_SSE_QUEUE": str(SSE_QUEUE), "KILN_EVENT_LOG_MAX": str(4 * STORM_STAGES)})
+        "KILN_SSE_QUEUE": str(SSE_QUEUE), "KILN_EVENT_LOG_MAX": str(4 * STORM_STAGES),
+        "KILN_PROGRESS_HZ": "1000000"})
     await web.ready()
     session = await Session.open(web.url, redis_url)
     try:
@@ -42,7 +44,8 @@ async def test_a_slow_reader_is_cut_off_and_resumes_losslessly(processes: Proces
         await session.check(fast)
         await session.check(slow)
         events = len(fast.history.task_events(tid))
-        assert events >= STORM_STAGES, f"only {events} events: the storm was coalesced away"
+        # most reports go out one by one (the worker may fold a few into one when it lags)
+        assert events >= STORM_STAGES // 2, f"only {events} events: the storm was coalesced away"
         assert len(fast.history.connections) == 1, "the fast reader was cut off too"
         assert cut.ended == "closed by the server", f"the slow reader was not cut off: {cut}"
         assert len(slow.history.connections) >= 2

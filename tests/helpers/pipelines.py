@@ -118,12 +118,13 @@ back up into the server's mailbox."""
 
 
 def storm(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """An event storm: every step a new stage with a long name, so neither the child's throttle
-    nor the worker's coalescing may drop one (a stage change is always sent)."""
+    """An event storm: a new stage with a long name every millisecond, which the child always
+    passes on (a stage change) and a worker with a rate limit to match sends one by one."""
     _note_child(payload)
     padding = "x" * STORM_STAGE_NAME
     for i in range(STORM_STAGES):
         progress(f"{i:05d}-{padding}", 1.0)
+        time.sleep(0.001)
     return {"stats": {"stages": STORM_STAGES}, "artifacts": []}
 
 
