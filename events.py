@@ -94,24 +94,28 @@ else
   return redis.error_reply('unknown guard ' .. guard)
 end
 local maxlen, event_ttl, task_ttl, event = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local tid, now = ARGV[9], ARGV[10]
+-- TTLs are renewed by every state change; by a progress event only when a run could outlast them
+local touch = ARGV[11] == '1' or state ~= 'PROGRESS'
 local sseq = redis.call('INCR', KEYS[2])
 local useq = redis.call('INCR', KEYS[5])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, sseq .. '-0', 'e', event)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, useq .. '-0', 'e', event)
-for _, k in ipairs({KEYS[2], KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, event_ttl) end
+if touch then
+  for _, k in ipairs({KEYS[2], KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, event_ttl) end
+end
 local fields = {'state', state, 'attempt', attempt, 'run', run}
-for i = 9, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
+for i = 12, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', task, unpack(fields))
-redis.call('EXPIRE', task, task_ttl)
+if touch then redis.call('EXPIRE', task, task_ttl) end
 if terminal[state] then
-  redis.call('ZREM', KEYS[12], redis.call('HGET', task, 'id'))
+  redis.call('ZREM', KEYS[12], tid)
   redis.call('DEL', KEYS[11])
 elseif guard == 'create' or guard == 'requeue' or guard == 'release' then
-  redis.call('ZADD', KEYS[12], redis.call('TIME')[1], redis.call('HGET', task, 'id'))
+  redis.call('ZADD', KEYS[12], now, tid)
 end
 if guard == 'create' then
   local score = redis.call('HGET', task, 'created_ms')
-  local tid = redis.call('HGET', task, 'id')
   for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do
     redis.call('ZADD', k, score, tid)
     redis.call('EXPIRE', k, task_ttl)
@@ -179,6 +183,10 @@ class EventWriter:
         self._event_ttl = str(settings.event_ttl)
         self._task_ttl = str(settings.task_ttl)
         self._lease_ms = str(int(settings.job_lease * 1000))
+        # a progress event renews no TTL (five commands saved) unless a run could outlast one
+        longest_run = 2 * settings.task_timeout
+        self._progress_touches = "1" if min(settings.event_ttl, settings.task_ttl) < longest_run \
+            else "0"
 
     async def emit(
         self,
@@ -222,7 +230,8 @@ class EventWriter:
             record.update(fields)
         session, user = keys.session_stream(who.session), keys.user_stream(who.owner)
         args: list[str] = [guard.value, state.value, str(attempt), run, self._maxlen,
-                           self._event_ttl, self._task_ttl, event]
+                           self._event_ttl, self._task_ttl, event, who.task_id, str(int(now)),
+                           self._progress_touches]
         for name, value in record.items():
             args += [name, value]
         args.append(self._lease_ms)  # last: the run lease a claim takes
