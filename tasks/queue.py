@@ -132,10 +132,11 @@ class TaskQueue:
         workers. True for each task created (its id is new: always, but for a bug)."""
         if not new:
             return []
-        now = time.time()
-        enqueued_ms = int(now * 1000)
+        first_ms = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for task in new:
+            for index, task in enumerate(new):
+                # a millisecond apart: lists, pages and the queue keep the upload's order
+                enqueued_ms = first_ms + index
                 who = task.identity
                 await self._events.emit_in(pipe, self._events.prepare(
                     who, Guard.CREATE, TaskState.PENDING, attempt=1, stage="queued",
@@ -144,7 +145,7 @@ class TaskQueue:
                         "batch": who.batch, "kind": who.kind, "filename": who.filename,
                         "format": task.format, "size": str(task.size), "source": task.files[0],
                         "files": json.dumps(list(task.files)),
-                        "created": repr(now), "created_ms": str(enqueued_ms),
+                        "created": repr(enqueued_ms / 1000), "created_ms": str(enqueued_ms),
                     },
                 ))
                 job = job_id(who.task_id, 1)

@@ -36,10 +36,14 @@ async def test_every_task_of_an_upload_is_created_and_queued_as_arq_writes_jobs(
     queued = await services.redis.queued_jobs(queue_name=keys.QUEUE)
     assert {(job.function, tuple(job.args), job.job_try is None) for job in queued} == {
         (PROCESS_ASSET, (task.identity.task_id,), True) for task in new}
-    ids = {job_id(task.identity.task_id, 1) for task in new}
-    assert set(await services.redis.zrange(keys.QUEUE, 0, -1)) == {i.encode() for i in ids}
+    # in the upload's order: in the queue and by creation time
+    ids = [job_id(task.identity.task_id, 1).encode() for task in new]
+    assert await services.redis.zrange(keys.QUEUE, 0, -1) == ids
+    records = [await services.tasks.get(task.identity.task_id) for task in new]
+    created = [int(record.fields["created_ms"]) for record in records if record is not None]
+    assert created == sorted(set(created)) and len(created) == 3
     for job in ids:  # a month to run, as before: arq's default day could drop acknowledged work
-        assert await services.redis.pttl(f"arq:job:{job}") > 29 * 86400 * 1000
+        assert await services.redis.pttl(b"arq:job:" + job) > 29 * 86400 * 1000
 
 
 async def test_a_task_id_that_exists_is_not_created_twice(services: Services) -> None:
