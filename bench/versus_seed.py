@@ -36,6 +36,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
+BOX = ROOT.parent / "shared" / "corpus" / "OBJ" / "box.obj"
+"""The workload's file (410 bytes, 12 faces), as in the seed stack's recorded runs."""
+SETUP_CONCURRENCY = 8
+"""Sign-ins and stream opens at a time, before the timed run (uploads are all at once): Kiln
+hashes passwords on a small pool and answers 503 `busy` past its waiting room (8 by default)
+rather than queue sign-ins ahead of signed-in work, so a driver signing 50 in at once would lose
+users; both drivers get the same setting."""
 SITECUSTOMIZE = '''
 import sys, time
 if sys.argv and sys.argv[0].endswith(("drive_kiln.py", "drive_seed.py")):
@@ -151,7 +158,8 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
         return ("seed_tasks" in cmd or "seed_app" in cmd or "beam.smp" in cmd
                 or ("redis-server" in cmd and ":6397" in cmd))
 
-    return run_driver(["./run_seed.sh", str(users), str(files), "--out", str(out)], seed_dir,
+    return run_driver(["./run_seed.sh", str(users), str(files), "--file", str(BOX), "--out",
+                       str(out), "--concurrency", str(SETUP_CONCURRENCY)], seed_dir,
                       driver_env(seed_dir, hook, {}), CpuSampler(match), out)
 
 
@@ -191,7 +199,8 @@ def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
 
         argv = [str(seed_dir / ".venv" / "bin" / "python"), "drive_kiln.py", "--base-url", base,
                 "--user-cmd", f"{kiln_bin} users add", "--users", str(users), "--files",
-                str(files), "--redis-url", redis_url, "--out", str(out)]
+                str(files), "--file", str(BOX), "--redis-url", redis_url, "--out", str(out),
+                "--concurrency", str(SETUP_CONCURRENCY)]
         return run_driver(argv, seed_dir, driver_env(seed_dir, hook, env), CpuSampler(match), out)
     finally:
         os.killpg(web.pid, signal.SIGTERM)
@@ -221,6 +230,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--kiln", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--only", choices=("seed", "kiln"), help="run one side (to try settings)")
     args = parser.parse_args()
     kiln_env = dict(item.split("=", 1) for item in args.kiln)
     results: dict[str, list[dict[str, Any]]] = {"seed": [], "kiln": []}
@@ -231,6 +241,7 @@ def main() -> int:
         (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
         for pair in range(args.pairs):
             order = ["seed", "kiln"] if pair % 2 == 0 else ["kiln", "seed"]
+            order = [side for side in order if args.only in (None, side)]
             for side in order:
                 print(f"pair {pair + 1}/{args.pairs}: {side} ({args.users} users x {args.files})"
                       f", load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
@@ -243,10 +254,14 @@ def main() -> int:
                 print(f"  {summary['tasks_per_s']} tasks/s, "
                       f"{summary['service_cpu_ms_per_task']} ms CPU/task, "
                       f"errors {summary['errors']['total']}", file=sys.stderr, flush=True)
+                if summary["errors"]["total"]:
+                    print(f"  {summary['errors']}", file=sys.stderr, flush=True)
     print(f"\n{args.users} users x {args.files} files, {args.pairs} pairs; Kiln settings: "
           f"{kiln_env or 'defaults'}\n")
     print("| measure | seed stack (runs) | Kiln (runs) | Kiln / seed (medians) |")
     print("|---|---|---|---|")
+    if args.only:
+        return 0
     for name, value, higher_is_better in ROWS:
         seed = [value(s) for s in results["seed"]]
         kiln = [value(s) for s in results["kiln"]]
