@@ -67,7 +67,7 @@ class Services:
 
 
 def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.0,
-                  max_connections: int = 512) -> ArqRedis:
+                  max_connections: int = 64) -> ArqRedis:
     """The asyncio Redis client shared by the web app, the hub and the embedded worker.
 
     Every command (connect, write, read) gives up after `timeout` seconds, so a stalled or

@@ -98,6 +98,7 @@ class Settings:
     max_files_per_upload: int = 100
     max_form_fields: int = 100
     child_memory_bytes: int = 4 * GiB
+    child_nice: int = 10
     task_timeout: float = 600.0
     max_attempts: int = 3
     worker_concurrency: int = max(1, os.cpu_count() or 1)
@@ -140,7 +141,7 @@ class Settings:
     upload_rate_grace: float = 30.0
     # Redis faults
     redis_timeout: float = 2.0
-    redis_max_connections: int = 512
+    redis_max_connections: int = 64
     redis_idle_close: float = 60.0
     redis_health_interval: float = 5.0
     redis_start_wait: float = 300.0
@@ -201,6 +202,7 @@ class Settings:
             max_files_per_upload=_int(env, "KILN_MAX_FILES_PER_UPLOAD", 100, minimum=1),
             max_form_fields=_int(env, "KILN_MAX_FORM_FIELDS", 100),
             child_memory_bytes=_int(env, "KILN_CHILD_MEMORY_BYTES", 4 * GiB, minimum=256 * 1024**2),
+            child_nice=_int(env, "KILN_CHILD_NICE", 10),
             task_timeout=_float(env, "KILN_TASK_TIMEOUT", 600.0, minimum=0.1),
             max_attempts=_int(env, "KILN_MAX_ATTEMPTS", 3, minimum=1),
             worker_concurrency=_int(env, "KILN_WORKERS", max(1, os.cpu_count() or 1), minimum=1),
@@ -239,7 +241,7 @@ class Settings:
             upload_min_rate=_int(env, "KILN_UPLOAD_MIN_RATE", 1024),
             upload_rate_grace=_float(env, "KILN_UPLOAD_RATE_GRACE", 30.0, minimum=0.1),
             redis_timeout=_float(env, "KILN_REDIS_TIMEOUT", 2.0, minimum=0.1),
-            redis_max_connections=_int(env, "KILN_REDIS_MAX_CONNECTIONS", 512, minimum=4),
+            redis_max_connections=_int(env, "KILN_REDIS_MAX_CONNECTIONS", 64, minimum=4),
             redis_idle_close=_float(env, "KILN_REDIS_IDLE_CLOSE", 60.0),
             redis_health_interval=_float(env, "KILN_REDIS_HEALTH_INTERVAL", 5.0, minimum=0.1),
             redis_start_wait=_float(env, "KILN_REDIS_START_WAIT", 300.0),

@@ -156,7 +156,8 @@ async def running_worker(services: Services, *, burst: bool = False,
                          ) -> AsyncIterator[RunningWorker]:
     """A started child pool and a supervised worker; both stopped on exit."""
     settings = services.settings
-    pool = ChildPool(settings.worker_concurrency, settings.child_memory_bytes, preload=PRELOAD)
+    pool = ChildPool(settings.worker_concurrency, settings.child_memory_bytes, preload=PRELOAD,
+                     niceness=settings.child_nice)
     await pool.start()
     worker = build_worker(services, pool, burst=burst, pipelines=pipelines)
     task = asyncio.create_task(supervise(worker), name="kiln-worker")

@@ -35,7 +35,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack = contextlib.AsyncExitStack()
     ctx["kiln_stack"] = stack
     services = await stack.enter_async_context(open_services(_settings, _redis_url(_settings)))
-    pool = ChildPool(_settings.worker_concurrency, _settings.child_memory_bytes, preload=PRELOAD)
+    pool = ChildPool(_settings.worker_concurrency, _settings.child_memory_bytes, preload=PRELOAD,
+                     niceness=_settings.child_nice)
     await pool.start()
     stack.push_async_callback(pool.close)
     context = WorkerContext(services=services, pool=pool, pipelines=dict(PIPELINES))

@@ -139,6 +139,7 @@ def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.child", description=__doc__)
     parser.add_argument("--memory-bytes", type=int, required=True)
+    parser.add_argument("--nice", type=int, default=0, help="added to the process's niceness")
     parser.add_argument(
         "--preload", default="",
         help="comma-separated modules to import first; module:function also calls the function")
@@ -149,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve requests until EOF; exit 2 if a preload fails, 1 after running out of memory."""
     options = parse_arguments(argv)
     obey_parent_only()
+    if options.nice:
+        # batch work: the worker and the web process beside it keep answering under full load
+        os.nice(options.nice)
     memory_bytes = limit_memory(options.memory_bytes)
     requests, replies = claim_stdio()
     try:

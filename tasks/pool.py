@@ -109,12 +109,13 @@ class ChildPool:
         preload: Sequence[str] = (),
         max_tasks_per_child: int = 100,
         env: Mapping[str, str] | None = None,
+        niceness: int = 0,
     ) -> None:
         if size < 1 or memory_bytes < 1 or max_tasks_per_child < 1:
             raise ValueError("size, memory_bytes and max_tasks_per_child must be positive")
         self._size = size
         self._max_tasks = max_tasks_per_child
-        self._arguments = ["--memory-bytes", str(memory_bytes)]
+        self._arguments = ["--memory-bytes", str(memory_bytes), "--nice", str(niceness)]
         if preload:
             self._arguments += ["--preload", ",".join(preload)]
         self._env = _child_environment(env)

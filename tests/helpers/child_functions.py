@@ -120,3 +120,8 @@ def wait_for_file(payload: Payload, progress: Progress) -> Result:
     while not os.path.exists(payload["path"]) and time.monotonic() < deadline:
         time.sleep(0.01)
     return {"pid": os.getpid()}
+
+
+def niceness(payload: Payload, progress: Progress) -> Result:
+    """Return this child's niceness."""
+    return {"nice": os.nice(0)}

@@ -268,6 +268,12 @@ async def test_a_retiring_childs_successor_starts_before_it_stops(
     assert result["pid"] == successor and gone(first) and pool.pids == {successor}
 
 
+async def test_children_run_at_the_niceness_they_are_given(make_pool: MakePool) -> None:
+    pool = await make_pool(niceness=5)
+    result, _ = await run(pool, "niceness")
+    assert result["nice"] == min(19, os.nice(0) + 5)
+
+
 async def test_child_that_died_while_idle_is_replaced(pool: ChildPool) -> None:
     pid = only_pid(pool)
     os.kill(pid, signal.SIGKILL)
