@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 BOX = ROOT.parent / "shared" / "corpus" / "OBJ" / "box.obj"
 """The workload's file (410 bytes, 12 faces), as in the seed stack's recorded runs."""
+ATTEMPTS = 3
+"""A driver that fails (the seed stack's driver sometimes hangs in its own shutdown and its
+watchdog exits 3) is run again, up to this many times."""
 SETUP_CONCURRENCY = 8
 """Sign-ins and stream opens at a time, before the timed run (uploads are all at once): Kiln
 hashes passwords on a small pool and answers 503 `busy` past its waiting room (8 by default)
@@ -245,11 +248,18 @@ def main() -> int:
             for side in order:
                 print(f"pair {pair + 1}/{args.pairs}: {side} ({args.users} users x {args.files})"
                       f", load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
-                if side == "seed":
-                    summary = run_seed(args.seed_dir, hook, args.users, args.files, tmp)
-                else:
-                    summary = run_kiln(args.seed_dir, hook, args.users, args.files, tmp,
-                                       kiln_env)
+                for attempt in range(1, ATTEMPTS + 1):
+                    try:
+                        if side == "seed":
+                            summary = run_seed(args.seed_dir, hook, args.users, args.files, tmp)
+                        else:
+                            summary = run_kiln(args.seed_dir, hook, args.users, args.files, tmp,
+                                               kiln_env)
+                        break
+                    except SystemExit as failed:
+                        if attempt == ATTEMPTS:
+                            raise
+                        print(f"  {str(failed)[:300]}\n  run again", file=sys.stderr, flush=True)
                 results[side].append(summary)
                 print(f"  {summary['tasks_per_s']} tasks/s, "
                       f"{summary['service_cpu_ms_per_task']} ms CPU/task, "
