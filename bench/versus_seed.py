@@ -41,6 +41,8 @@ BOX = ROOT.parent / "shared" / "corpus" / "OBJ" / "box.obj"
 ATTEMPTS = 3
 """A driver that fails (the seed stack's driver sometimes hangs in its own shutdown and its
 watchdog exits 3) is run again, up to this many times."""
+DRIVER_TIMEOUT = 90
+"""The drivers' --timeout (their watchdog fires 60 s later): a run here takes under 30 s."""
 SETUP_CONCURRENCY = 8
 """Sign-ins and stream opens at a time, before the timed run (uploads are all at once): Kiln
 hashes passwords on a small pool and answers 503 `busy` past its waiting room (8 by default)
@@ -162,7 +164,8 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
                 or ("redis-server" in cmd and ":6397" in cmd))
 
     return run_driver(["./run_seed.sh", str(users), str(files), "--file", str(BOX), "--out",
-                       str(out), "--concurrency", str(SETUP_CONCURRENCY)], seed_dir,
+                       str(out), "--concurrency", str(SETUP_CONCURRENCY), "--timeout",
+                       str(DRIVER_TIMEOUT)], seed_dir,
                       driver_env(seed_dir, hook, {}), CpuSampler(match), out)
 
 
@@ -203,7 +206,7 @@ def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
         argv = [str(seed_dir / ".venv" / "bin" / "python"), "drive_kiln.py", "--base-url", base,
                 "--user-cmd", f"{kiln_bin} users add", "--users", str(users), "--files",
                 str(files), "--file", str(BOX), "--redis-url", redis_url, "--out", str(out),
-                "--concurrency", str(SETUP_CONCURRENCY)]
+                "--concurrency", str(SETUP_CONCURRENCY), "--timeout", str(DRIVER_TIMEOUT)]
         return run_driver(argv, seed_dir, driver_env(seed_dir, hook, env), CpuSampler(match), out)
     finally:
         os.killpg(web.pid, signal.SIGTERM)
