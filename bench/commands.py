@@ -21,7 +21,7 @@ import redis.asyncio as redis_async
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live import PASSWORD, ROOT, USER, live_service  # noqa: E402
+from live import ROOT, live_service, sign_in  # noqa: E402
 
 
 async def commandstats(url: str) -> Counter[str]:
@@ -38,9 +38,7 @@ async def measure(base: str, redis_url: str, n: int) -> tuple[Counter[str], Coun
     mesh = (ROOT / "examples" / "cube.obj").read_bytes()
     events: Counter[str] = Counter()
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        token = (await http.post("/api/auth/login", json={
-            "username": USER, "password": PASSWORD})).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = await sign_in(http)
         async with http.stream("GET", "/api/events", headers=headers) as stream:
             lines = stream.aiter_lines()
             async for line in lines:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,12 @@ def live_service(**settings: Any) -> Iterator[Live]:
         finally:
             redis.kill()
             redis.wait()
+
+
+async def sign_in(http: httpx.AsyncClient) -> dict[str, str]:
+    """USER's Authorization header, from a sign-in through `http`."""
+    answer = await http.post("/api/auth/login", json={"username": USER, "password": PASSWORD})
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 async def _add_user(url: str) -> None:

@@ -22,15 +22,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live import PASSWORD, ROOT, USER, live_service  # noqa: E402
+from live import ROOT, live_service, sign_in  # noqa: E402
 
 
 async def measure(base: str, n: int, mesh: bytes) -> tuple[list[float], list[float]]:
     server_side, client_side = [], []
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        token = (await http.post("/api/auth/login", json={
-            "username": USER, "password": PASSWORD})).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = await sign_in(http)
         async with http.stream("GET", "/api/events", headers=headers) as events:
             lines = events.aiter_lines()
             for i in range(n):
