@@ -183,8 +183,10 @@ class EventWriter:
         self._event_ttl = str(settings.event_ttl)
         self._task_ttl = str(settings.task_ttl)
         self._lease_ms = str(int(settings.job_lease * 1000))
-        # a progress event renews no TTL (five commands saved) unless a run could outlast one
-        longest_run = 2 * settings.task_timeout
+        # a progress event renews no TTL (five commands saved) unless a run could outlast one: a
+        # run lasts at most arq's job timeout (the task's + 60 s) after waiting a minute at most
+        # for a child to warm up
+        longest_run = 2 * settings.task_timeout + 240
         self._progress_touches = "1" if min(settings.event_ttl, settings.task_ttl) < longest_run \
             else "0"
 

@@ -177,10 +177,10 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
                           max_connections=settings.redis_max_connections)
     pool = redis.connection_pool
     assert isinstance(pool, IdleClosingPool)
-    trimmer = asyncio.create_task(close_idle_forever(pool, settings.redis_idle_close, IDLE_KEEP))
     hub = Hub(redis, mailbox_size=settings.sse_queue_size,
               ping_interval=settings.redis_health_interval, reply_timeout=settings.redis_timeout)
     hasher = PasswordHasher(settings.hash_threads, settings.hash_waiting)
+    trimmer = asyncio.create_task(close_idle_forever(pool, settings.redis_idle_close, IDLE_KEEP))
     try:
         await wait_for_redis(redis, redis_url, settings.redis_start_wait)
         await check_eviction_policy(redis)
@@ -204,6 +204,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
         )
     finally:
         trimmer.cancel()
+        await asyncio.wait([trimmer])
         hasher.close()
         await hub.close()
         await redis.aclose(close_connection_pool=True)

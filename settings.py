@@ -202,7 +202,7 @@ class Settings:
             max_files_per_upload=_int(env, "KILN_MAX_FILES_PER_UPLOAD", 100, minimum=1),
             max_form_fields=_int(env, "KILN_MAX_FORM_FIELDS", 100),
             child_memory_bytes=_int(env, "KILN_CHILD_MEMORY_BYTES", 4 * GiB, minimum=256 * 1024**2),
-            child_nice=_int(env, "KILN_CHILD_NICE", 10),
+            child_nice=_int(env, "KILN_CHILD_NICE", 10, minimum=0),
             task_timeout=_float(env, "KILN_TASK_TIMEOUT", 600.0, minimum=0.1),
             max_attempts=_int(env, "KILN_MAX_ATTEMPTS", 3, minimum=1),
             worker_concurrency=_int(env, "KILN_WORKERS", max(1, os.cpu_count() or 1), minimum=1),

@@ -4,7 +4,9 @@ It draws what `tasks.draw_numpy` draws, at a cost that follows the face count ra
 pixel count: the same orthographic camera and framing, the same corner normals (a geometry
 shader picks the smooth or the flat normal per corner), the same two-sided Lambert light,
 bilinear repeating textures, and anti-aliasing by multisampling. One context per process, made
-on first use.
+on first use by the thread that then does all the drawing (a pool child's main thread): an EGL
+context is current in the thread that made it. It takes about 600 MiB of address space (not of
+memory), which counts against the child's RLIMIT_AS.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ void main() {
 
 _log = logging.getLogger(__name__)
 TARGETS = 4
+MAX_SAMPLES = 32 * 1024 * 1024
+"""Samples of one anti-aliased drawing at most (256 MiB of colour and depth)."""
 # llvmpipe maps about 660 MiB of address space (thread stacks, code) when its context is made
 CONTEXT_ROOM = 1 << 30
 SAMPLES = 4
@@ -237,9 +241,10 @@ def draw_views(
     ctx = gl.ctx
     rows = -(-len(rotations) // columns)
     width, height = columns * size, rows * size
-    samples = SAMPLES if antialias else 0
+    # multisampled colour and depth cost 8 bytes a sample: a very tall sprite goes without
+    samples = SAMPLES if antialias and width * height * SAMPLES <= MAX_SAMPLES else 0
     boxes = []
-    with _lock, _scene_on_gpu(gl, scene) as draw:
+    with _lock, _scene_on_gpu(gl, scene) as draw, _state_restored(ctx):
         drawn = gl.target(width, height, samples)
         drawn.use()
         drawn.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
@@ -270,6 +275,16 @@ def draw_views(
         pixels = drawn.read(components=4)
     image = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 4)
     return np.ascontiguousarray(image[::-1])
+
+
+@contextmanager
+def _state_restored(ctx: Any) -> Iterator[None]:
+    """The shared context as the next drawing expects it, whatever happens in this one."""
+    try:
+        yield
+    finally:
+        ctx.scissor = None
+        ctx.disable(ctx.DEPTH_TEST)
 
 
 def _bounds_in_cell(
@@ -344,9 +359,12 @@ def _scene_on_gpu(gl: _Programs, scene: Scene) -> Iterator[Any]:
 
 
 def _texture(ctx: Any, image: NDArray[np.uint8]) -> Any:
+    limit = int(ctx.info["GL_MAX_TEXTURE_SIZE"])
+    step = -(-max(image.shape[:2]) // limit)  # a larger texture would be drawn black
+    if step > 1:
+        image = image[::step, ::step]
     height, width = image.shape[:2]
-    texture = ctx.texture((width, height), 3, np.ascontiguousarray(image[:, :, :3]).tobytes(),
-                          alignment=1)
+    texture = ctx.texture((width, height), 3, np.ascontiguousarray(image[:, :, :3]), alignment=1)
     # mipmaps: a texture shrunk on screen is averaged, as numpy's four samples a pixel average it
     texture.build_mipmaps()
     texture.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)

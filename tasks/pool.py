@@ -262,6 +262,8 @@ class ChildPool:
     def _refill(self, successor: asyncio.Future[_Child] | None = None) -> None:
         """Give a slot a fresh child (`successor`, if one is warming already)."""
         if self._closed:
+            if successor is not None:
+                successor.add_done_callback(lambda done: _exceptions([done]))
             return
         self._free.append(successor or self._start_spawn())
 

@@ -132,10 +132,11 @@ class TaskQueue:
         workers. True for each task created (its id is new: always, but for a bug)."""
         if not new:
             return []
-        first_ms = int(time.time() * 1000)
+        # a millisecond apart, the last one now: lists, pages and the queue keep the upload's
+        # order, and every job is due at once (arq takes only jobs whose score is not ahead)
+        first_ms = int(time.time() * 1000) - len(new) + 1
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, task in enumerate(new):
-                # a millisecond apart: lists, pages and the queue keep the upload's order
                 enqueued_ms = first_ms + index
                 who = task.identity
                 await self._events.emit_in(pipe, self._events.prepare(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -28,6 +29,9 @@ async def test_every_task_of_an_upload_is_created_and_queued_as_arq_writes_jobs(
         services: Services) -> None:
     new = _new(3)
     assert await services.queue.submit_all(new) == [True, True, True]
+    # every job is due at once: arq takes only jobs whose score is not ahead of now
+    due = await services.redis.zrangebyscore(keys.QUEUE, "-inf", int(time.time() * 1000))
+    assert len(due) == 3
     for task in new:
         record = await services.tasks.get(task.identity.task_id)
         assert record is not None and record.state == "PENDING" and record.attempt == 1

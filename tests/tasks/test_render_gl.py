@@ -114,3 +114,25 @@ def test_under_a_tight_memory_limit_numpy_draws_instead_of_crashing() -> None:
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "no room for an OpenGL context" in done.stderr
+
+
+def test_a_texture_larger_than_opengl_takes_is_still_drawn() -> None:
+    # llvmpipe takes textures up to 16384 px a side; a larger upload fails silently (black)
+    corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=np.float64)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
+    white = np.full((4, 17000, 3), 255, dtype=np.uint8)
+    quad = Surface(vertices=corners, faces=np.array([[0, 1, 2], [0, 2, 3]]), uv=uv,
+                   texture=white)
+    for using in ("gl", "numpy"):
+        image = np.asarray(render_view([quad], size=32, yaw=0, pitch=0, using=using))
+        assert image[16, 16, :3].min() > 150, using
+
+
+def test_anti_aliasing_is_bounded_by_the_samples_it_would_take() -> None:
+    box = trimesh.creation.box()
+    parts = [Surface(vertices=box.vertices, faces=box.faces)]
+    # 360 frames of 256 px: 1536 x 15360 pixels, over MAX_SAMPLES at four samples each
+    tall = render_turntable(parts, frames=360, frame_size=256, using="gl")
+    assert tall.size == (1536, 15360)
+    alpha = np.asarray(tall)[..., 3]
+    assert set(np.unique(alpha).tolist()) == {0, 255}  # drawn, without anti-aliasing
