@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 import keys
-from auth.hasher import PasswordHasher
-from auth.passwords import hash_password, verify_password
+from auth.hasher import HasherBusy, PasswordHasher
+from auth.passwords import hash_password, needs_rehash, verify_password
 from ids import new_id
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -95,7 +95,18 @@ class Accounts:
             return None
         if not await self._verify(password, encoded):
             return None
+        if needs_rehash(encoded):
+            await self._rehash(record, password)
         return await self.get(user_id)
+
+    async def _rehash(self, record: str, password: str) -> None:
+        """Store the password again at today's parameters (it was just found right); skipped
+        when the hashing pool is full: the next sign-in tries again."""
+        try:
+            encoded = await self._hash_admitted(password)
+        except HasherBusy:
+            return
+        await self._redis.hset(record, "password", encoded)  # type: ignore[misc]
 
     async def _verify(self, password: str, encoded: str) -> bool:
         if self._hasher is None:

@@ -10,6 +10,7 @@ import pytest
 from auth.passwords import (
     MAX_PASSWORD_BYTES,
     SCRYPT_N,
+    SCRYPT_P,
     hash_password,
     needs_rehash,
     verify_password,
@@ -38,7 +39,7 @@ def test_round_trip(encoded: str) -> None:
 
 def test_encoding_shape(encoded: str) -> None:
     scheme, n, r, p, salt, digest = encoded.split("$")
-    assert (scheme, n, r, p) == ("scrypt", "16384", "8", "1")
+    assert (scheme, n, r, p) == ("scrypt", "16384", "8", "5")  # OWASP: 2^14, 8, 5
     assert len(base64.b64decode(salt)) == 16
     assert len(base64.b64decode(digest)) == 32
 
@@ -131,7 +132,7 @@ def malformed(good: str) -> dict[str, str]:
 
 
 # Made with today's parameters, so each case below differs from a valid encoding in one way.
-GOOD = encode_by_hand(PASSWORD, n=SCRYPT_N, salt=b"0123456789abcdef")
+GOOD = encode_by_hand(PASSWORD, n=SCRYPT_N, p=SCRYPT_P, salt=b"0123456789abcdef")
 
 
 def test_the_unmodified_encoding_verifies() -> None:
