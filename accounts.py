@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 import keys
 from auth.hasher import HasherBusy, PasswordHasher
@@ -74,7 +77,19 @@ class Accounts:
         return user
 
     async def get(self, user_id: str) -> User | None:
-        raw = await self._redis.hmget(keys.user(user_id), ["name", "role"])  # type: ignore[misc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_get(pipe, user_id)
+            (raw,) = await pipe.execute()
+        return self.user_from(user_id, raw)
+
+    @staticmethod
+    def queue_get(pipe: Pipeline, user_id: str) -> None:
+        """Queue `get`'s read on a pipeline (for a caller with more to ask); its reply goes to
+        `user_from`."""
+        pipe.hmget(keys.user(user_id), ["name", "role"])
+
+    @staticmethod
+    def user_from(user_id: str, raw: Sequence[Any]) -> User | None:
         name, role = (_text(v) for v in raw)
         if not name:
             return None

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.requests import HTTPConnection
 
-from accounts import User
-from auth.revocation import is_revoked
+from accounts import Accounts, User
+from auth.revocation import check_revocation, revoked
 from auth.tokens import Claims, InvalidToken
 
 COOKIE_NAME = "kiln_token"
@@ -73,9 +73,14 @@ class TokenBackend(AuthenticationBackend):
             claims = services.tokens.decode(token)
         except InvalidToken as exc:
             return AuthCredentials(), Anonymous(exc.reason)
-        if await is_revoked(services.redis, claims):
+        # one round trip: is the token revoked, and who is its user
+        async with services.redis.pipeline(transaction=False) as pipe:
+            check_revocation(pipe, claims)
+            Accounts.queue_get(pipe, claims.user_id)
+            replies = await pipe.execute()
+        if revoked(replies):
             return AuthCredentials(), Anonymous("revoked")
-        user = await services.accounts.get(claims.user_id)
+        user = Accounts.user_from(claims.user_id, replies[2])
         if user is None:
             return AuthCredentials(), Anonymous("unknown_user")
         scopes = ["authenticated", "admin"] if user.is_admin else ["authenticated"]
