@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "corpus"
 CORPUS_MODELS = [
     ("OBJ/box.obj", "obj"), ("OBJ/cube_usemtl.obj", "obj"), ("PLY/cube.ply", "ply"),
     ("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb"), ("OBJ/spider.obj", "obj"),

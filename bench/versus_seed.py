@@ -36,7 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
-BOX = ROOT.parent / "shared" / "corpus" / "OBJ" / "box.obj"
+BOX = ROOT / "tests" / "corpus" / "OBJ" / "box.obj"
 """The workload's file (410 bytes, 12 faces), as in the seed stack's recorded runs."""
 ATTEMPTS = 3
 """A driver that fails (the seed stack's driver sometimes hangs in its own shutdown and its

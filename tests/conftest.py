@@ -18,7 +18,7 @@ from settings import Settings
 from tests.live import LiveServer, start_live_server
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "corpus"
 TEST_SECRET = "test-secret-" + "x" * 52
 
 
@@ -120,6 +120,6 @@ def live_server(settings: Settings, live_server_factory: Callable[..., LiveServe
 def corpus(relative: str) -> Path:
     path = CORPUS / relative
     if not path.exists():
-        pytest.fail(f"corpus file missing: {path} (shared/ must sit beside the checkout)")
+        pytest.fail(f"corpus file missing: {path}")
     return path
 

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from tasks.detect import FORMATS, HEAD_BYTES, SUPPORTED, Detection, sniff
-
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
+from tests.conftest import CORPUS
 
 CORPUS_EXPECTED = {
     "3MF/box.3mf": ("mesh", "3mf"),

@@ -18,8 +18,7 @@ import trimesh
 from tasks.errors import TaskError
 from tasks.mesh import analyse, process
 from tasks.progress import Result
-
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
+from tests.conftest import CORPUS
 
 Events = list[tuple[str, float]]
 Files = Mapping[str, "str | bytes"]  # stored name -> corpus path or the bytes themselves

@@ -16,8 +16,8 @@ from tasks.detect import sniff
 from tasks.errors import TaskError
 from tasks.progress import Result
 from tasks.texture import describe
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 LIMIT = 50_000_000
 
 Events = list[tuple[str, float]]
