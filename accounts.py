@@ -17,6 +17,8 @@ from auth.hasher import HasherBusy, PasswordHasher
 from auth.passwords import hash_password, needs_rehash, verify_password
 from ids import new_id
 
+USER_FIELDS = ["name", "role"]
+"""What `Accounts.get` reads of a user's record."""
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 ROLES = ("user", "admin")
 
@@ -77,16 +79,14 @@ class Accounts:
         return user
 
     async def get(self, user_id: str) -> User | None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self.queue_get(pipe, user_id)
-            (raw,) = await pipe.execute()
+        raw = await self._redis.hmget(keys.user(user_id), USER_FIELDS)  # type: ignore[misc]
         return self.user_from(user_id, raw)
 
     @staticmethod
     def queue_get(pipe: Pipeline, user_id: str) -> None:
         """Queue `get`'s read on a pipeline (for a caller with more to ask); its reply goes to
         `user_from`."""
-        pipe.hmget(keys.user(user_id), ["name", "role"])
+        pipe.hmget(keys.user(user_id), USER_FIELDS)
 
     @staticmethod
     def user_from(user_id: str, raw: Sequence[Any]) -> User | None:

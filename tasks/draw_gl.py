@@ -244,6 +244,8 @@ def draw_views(
     # multisampled colour and depth cost 8 bytes a sample: a very tall sprite goes without
     samples = SAMPLES if antialias and width * height * SAMPLES <= MAX_SAMPLES else 0
     boxes = []
+    used = scene.coords[:, scene.used]  # once: every view frames and clips by these points
+    corners = _box_corners(used)
     with _lock, _scene_on_gpu(gl, scene) as draw, _state_restored(ctx):
         drawn = gl.target(width, height, samples)
         drawn.use()
@@ -254,9 +256,9 @@ def draw_views(
             # GL counts rows from the bottom: the first row of cells is the top one
             left, bottom = column * size, (rows - 1 - row) * size
             ctx.viewport = (left, bottom, size, size)
-            _set_camera(gl, scene, rotation, frame)
+            _set_camera(gl, used, rotation, frame)
             draw()
-            x0, y0, x1, y1 = _bounds_in_cell(scene, rotation, frame, size)
+            x0, y0, x1, y1 = _bounds_in_cell(corners, rotation, frame, size)
             boxes.append((left + x0, bottom + y0, x1 - x0, y1 - y0))
         ctx.disable(ctx.DEPTH_TEST)
         if samples:
@@ -270,7 +272,6 @@ def draw_views(
                 if box[2] > 0 and box[3] > 0:
                     ctx.scissor = box
                     gl.quad.render(vertices=3)
-            ctx.scissor = None
             drawn = averaged
         pixels = drawn.read(components=4)
     image = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 4)
@@ -287,15 +288,20 @@ def _state_restored(ctx: Any) -> Iterator[None]:
         ctx.disable(ctx.DEPTH_TEST)
 
 
+def _box_corners(used: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """(3, 8) corners of the bounding box of the points (3, n); None without points."""
+    if not used.size:
+        return None
+    low, high = used.min(axis=1), used.max(axis=1)
+    return np.array(np.meshgrid(*zip(low, high, strict=True))).reshape(3, -1)
+
+
 def _bounds_in_cell(
-    scene: Scene, rotation: NDArray[np.float64], frame: Frame, size: int
+    corners: NDArray[np.float64] | None, rotation: NDArray[np.float64], frame: Frame, size: int
 ) -> tuple[int, int, int, int]:
     """Pixels (x0, y0, x1, y1), GL's way up, that hold the model's bounding box in this view."""
-    used = scene.coords[:, scene.used]
-    if not used.size:
+    if corners is None:
         return 0, 0, 0, 0
-    low, high = used.min(axis=1), used.max(axis=1)
-    corners = np.array(np.meshgrid(*zip(low, high, strict=True))).reshape(3, -1)
     centre_x, centre_y, extent = frame
     scale = size * (0.5 - MARGIN) / extent
     with np.errstate(all="ignore"):
@@ -308,10 +314,10 @@ def _bounds_in_cell(
     return tuple(min(max(v, 0), size) for v in (low_x, low_y, high_x, high_y))
 
 
-def _set_camera(gl: _Programs, scene: Scene, rotation: NDArray[np.float64], frame: Frame) -> None:
+def _set_camera(gl: _Programs, used: NDArray[np.float64], rotation: NDArray[np.float64],
+                frame: Frame) -> None:
     centre_x, centre_y, extent = frame
     scale = (0.5 - MARGIN) / extent * 2.0  # view units -> clip units (the cell is 2 wide)
-    used = scene.coords[:, scene.used]
     depth = float(np.abs(rotation[2] @ used).max()) if used.size else 1.0
     # column-major: GLSL's `rotation * v` must be the rows of `rotation` dotted with v
     gl.mesh["rotation"].write(np.asarray(rotation.T, dtype=np.float32).tobytes())
