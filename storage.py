@@ -121,6 +121,10 @@ class Storage:
             except OSError:
                 shutil.copyfile(incoming, target)
 
+    def has_run(self, task_id: str) -> bool:
+        """Whether an earlier run of the task left artifacts or scratch space."""
+        return self.artifacts_dir(task_id).exists() or self.work_dir(task_id).exists()
+
     def clear_run(self, task_id: str) -> None:
         """Forget what an earlier run of the task wrote: artifacts and scratch space."""
         shutil.rmtree(self.artifacts_dir(task_id), ignore_errors=True)

@@ -17,7 +17,7 @@ from storage import stored_names
 from tasks.detect import SUPPORTED, sniff
 from tasks.grouping import Group, UploadFile, plan
 from tasks.queue import NewTask, new_task_identity
-from uploads import ReceivedFile, UploadTooSlow, receive_files
+from uploads import INLINE_DISK_BYTES, ReceivedFile, UploadTooSlow, receive_files
 
 _COMPANIONS = {
     "mtl": "an MTL material library: upload it together with the OBJ that uses it",
@@ -74,7 +74,9 @@ async def create_upload(request: Request) -> Response:
         response.headers["Connection"] = "close"
         return response
     try:
-        by_name, groups, refused = await asyncio.to_thread(_inspect, received)
+        small = sum(file.size for file in received) <= INLINE_DISK_BYTES
+        by_name, groups, refused = (_inspect(received) if small
+                                    else await asyncio.to_thread(_inspect, received))
         if refused:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
@@ -91,7 +93,10 @@ async def create_upload(request: Request) -> Response:
                 kiln.storage.adopt(task.identity.task_id,
                                    [(name, by_name[name].path) for name in task.files])
 
-        await asyncio.to_thread(adopt_all)
+        if small:
+            adopt_all()  # links, and copies only where links fail: small files either way
+        else:
+            await asyncio.to_thread(adopt_all)
         await kiln.queue.submit_all(new)  # every task and its job in one round trip
         tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
                   "kind": task.identity.kind, "format": task.format, "size": task.size,

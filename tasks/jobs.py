@@ -30,6 +30,7 @@ from events import RUNNING_STATES, Emitted, Guard, TaskState
 from ids import new_id
 from records import TaskRecord
 from services import Services
+from settings import Settings
 from tasks.coalesce import ProgressCoalescer
 from tasks.errors import TaskError
 from tasks.pool import ChildPool
@@ -45,6 +46,16 @@ PIPELINES: Mapping[str, str] = {
     "material": "tasks.material:process",
 }
 """Task kind -> the function its child runs (module:function)."""
+MESH_STATS_ONLY = "tasks.mesh:analyse"
+"""The mesh pipeline under KILN_MESH_PIPELINE=stats: load and measure, no artifacts."""
+
+
+def pipelines_for(settings: Settings) -> dict[str, str]:
+    """The pipelines a worker with these settings runs."""
+    chosen = dict(PIPELINES)
+    if settings.mesh_pipeline == "stats":
+        chosen["mesh"] = MESH_STATS_ONLY
+    return chosen
 
 
 @dataclass
@@ -144,7 +155,8 @@ class _Run:
             error = {"code": "unsupported_format", "message": f"no pipeline for {kind} files"}
             await self._finish(Guard.RUN, TaskState.FAILURE, error=error)
             return
-        await asyncio.to_thread(storage.clear_run, self.task_id)
+        if storage.has_run(self.task_id):  # an earlier attempt's: a first run has nothing
+            await asyncio.to_thread(storage.clear_run, self.task_id)
         payload = self._payload()
         inner: asyncio.Task[dict[str, Any]] | None = None
 
@@ -173,7 +185,8 @@ class _Run:
         finally:
             self.kiln.running.pop(self.task_id, None)
             # scratch space (an unpacked zip) is not kept: only the upload and artifacts are
-            await asyncio.to_thread(storage.clear_work, self.task_id)
+            if storage.work_dir(self.task_id).exists():
+                await asyncio.to_thread(storage.clear_work, self.task_id)
         await progress.close()
         await self._finish(Guard.RUN, TaskState.SUCCESS, result=result)
 
