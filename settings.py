@@ -99,6 +99,8 @@ class Settings:
     max_form_fields: int = 100
     child_memory_bytes: int = 4 * GiB
     child_nice: int = 10
+    child_max_tasks: int = 1000
+    child_max_resident: int = 1 * GiB
     task_timeout: float = 600.0
     max_attempts: int = 3
     worker_concurrency: int = max(1, os.cpu_count() or 1)
@@ -122,6 +124,7 @@ class Settings:
     turntable_frames: int = 24
     task_threads: int = 2
     renderer: str = "auto"
+    mesh_pipeline: str = "full"
     # recovery
     sweep_interval: float = 30.0
     # sign-in hardening
@@ -203,6 +206,8 @@ class Settings:
             max_form_fields=_int(env, "KILN_MAX_FORM_FIELDS", 100),
             child_memory_bytes=_int(env, "KILN_CHILD_MEMORY_BYTES", 4 * GiB, minimum=256 * 1024**2),
             child_nice=_int(env, "KILN_CHILD_NICE", 10, minimum=0),
+            child_max_tasks=_int(env, "KILN_CHILD_MAX_TASKS", 1000, minimum=1),
+            child_max_resident=_int(env, "KILN_CHILD_MAX_RESIDENT", 1 * GiB, minimum=1),
             task_timeout=_float(env, "KILN_TASK_TIMEOUT", 600.0, minimum=0.1),
             max_attempts=_int(env, "KILN_MAX_ATTEMPTS", 3, minimum=1),
             worker_concurrency=_int(env, "KILN_WORKERS", max(1, os.cpu_count() or 1), minimum=1),
@@ -226,6 +231,7 @@ class Settings:
             turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
             task_threads=_int(env, "KILN_TASK_THREADS", 2, minimum=1),
             renderer=_one_of(env, "KILN_RENDERER", ("auto", "gl", "numpy")),
+            mesh_pipeline=_one_of(env, "KILN_MESH_PIPELINE", ("full", "stats")),
             sweep_interval=_float(env, "KILN_SWEEP_INTERVAL", 30.0, minimum=1.0),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 
 import keys
 from services import Services
-from tasks.jobs import PIPELINES, WorkerContext, process_asset
+from settings import Settings
+from tasks.jobs import WorkerContext, pipelines_for, process_asset
 from tasks.pool import ChildPool
 from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
 from tasks.sweep import Sweeper
@@ -90,12 +91,20 @@ class KilnWorker(Worker):
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
+def child_pool(settings: Settings) -> ChildPool:
+    """The worker's pool of processing children, for the embedded and the standalone worker."""
+    return ChildPool(settings.worker_concurrency, settings.child_memory_bytes, preload=PRELOAD,
+                     max_tasks_per_child=settings.child_max_tasks,
+                     max_resident_bytes=settings.child_max_resident,
+                     niceness=settings.child_nice)
+
+
 def build_worker(services: Services, pool: ChildPool, *, burst: bool = False,
                  pipelines: Mapping[str, str] | None = None) -> KilnWorker:
     """The one place a Kiln worker is made, for the embedded and the standalone worker alike."""
     settings = services.settings
     context = WorkerContext(services=services, pool=pool,
-                            pipelines=dict(pipelines or PIPELINES))
+                            pipelines=dict(pipelines or pipelines_for(settings)))
     worker = KilnWorker(
         functions=[func(process_asset, name=PROCESS_ASSET, max_tries=1_000_000)],
         queue_name=keys.QUEUE,
@@ -156,8 +165,7 @@ async def running_worker(services: Services, *, burst: bool = False,
                          ) -> AsyncIterator[RunningWorker]:
     """A started child pool and a supervised worker; both stopped on exit."""
     settings = services.settings
-    pool = ChildPool(settings.worker_concurrency, settings.child_memory_bytes, preload=PRELOAD,
-                     niceness=settings.child_nice)
+    pool = child_pool(settings)
     await pool.start()
     worker = build_worker(services, pool, burst=burst, pipelines=pipelines)
     task = asyncio.create_task(supervise(worker), name="kiln-worker")

@@ -19,10 +19,9 @@ import keys
 from redis_server import PrivateRedis
 from services import open_services
 from settings import Settings
-from tasks.jobs import PIPELINES, WorkerContext, process_asset
-from tasks.pool import ChildPool
+from tasks.jobs import WorkerContext, pipelines_for, process_asset
 from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
-from worker import PRELOAD, handle_control, sweeper_for
+from worker import child_pool, handle_control, sweeper_for
 
 _settings = Settings.from_env()
 
@@ -35,11 +34,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack = contextlib.AsyncExitStack()
     ctx["kiln_stack"] = stack
     services = await stack.enter_async_context(open_services(_settings, _redis_url(_settings)))
-    pool = ChildPool(_settings.worker_concurrency, _settings.child_memory_bytes, preload=PRELOAD,
-                     niceness=_settings.child_nice)
+    pool = child_pool(_settings)
     await pool.start()
     stack.push_async_callback(pool.close)
-    context = WorkerContext(services=services, pool=pool, pipelines=dict(PIPELINES))
+    context = WorkerContext(services=services, pool=pool, pipelines=pipelines_for(_settings))
     services.hub.on_control(lambda message: handle_control(message, context))
     sweeper = asyncio.create_task(sweeper_for(services).run(), name="kiln-sweep")
     stack.push_async_callback(_cancel, sweeper)

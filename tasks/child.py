@@ -72,17 +72,29 @@ def resolve(name: str) -> Callable[[Payload, Progress], Result]:
     return function
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def serve(request: dict[str, Any], channel: Channel, memory_bytes: int) -> bool:
-    """Run one request and answer it; False when the process must exit (its memory is suspect)."""
+    """Run one request and answer it; False when the process must exit (its memory is suspect).
+
+    Every answer carries `rss`, the resident memory left after the task: the parent retires a
+    child that keeps too much."""
     task_id = request["id"]
     try:
         function = resolve(request["function"])
         value = function(request["payload"], ThrottledProgress(channel, task_id))
         if not isinstance(value, dict):
             raise TypeError(f"{request['function']} returned {type(value).__name__}, not dict")
-        channel.send({"type": "result", "id": task_id, "value": value})
+        channel.send({"type": "result", "id": task_id, "value": value, "rss": resident_bytes()})
     except TaskError as error:
-        channel.send({"type": "error", "id": task_id, **error.as_dict()})
+        channel.send({"type": "error", "id": task_id, **error.as_dict(), "rss": resident_bytes()})
     except MemoryError:
         print(f"kiln child {os.getpid()}: task {task_id} ran out of memory", file=sys.stderr)
         traceback.print_exc()

@@ -46,6 +46,7 @@ class _Child:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.tasks_run = 0
+        self.resident = 0  # bytes, as the child reported after its last task
         self.killed = False
         # started when this child takes its last task, to take its slot warm when it retires
         self.successor: asyncio.Future[_Child] | None = None
@@ -98,7 +99,8 @@ class ChildPool:
     before `run` returns; a child that crashes or is killed is replaced in the background. A
     child retires after `max_tasks_per_child` tasks; its successor starts warming when it takes
     its last one (for that while, one child more than `size` is alive), so no task waits for a
-    preload.
+    preload. A child that keeps more than `max_resident_bytes` resident after a task (a large
+    model leaves the allocator holding memory) retires at once.
     """
 
     def __init__(
@@ -107,14 +109,17 @@ class ChildPool:
         memory_bytes: int,
         *,
         preload: Sequence[str] = (),
-        max_tasks_per_child: int = 100,
+        max_tasks_per_child: int = 1000,
+        max_resident_bytes: int = 1024**3,
         env: Mapping[str, str] | None = None,
         niceness: int = 0,
     ) -> None:
-        if size < 1 or memory_bytes < 1 or max_tasks_per_child < 1:
-            raise ValueError("size, memory_bytes and max_tasks_per_child must be positive")
+        if min(size, memory_bytes, max_tasks_per_child, max_resident_bytes) < 1:
+            raise ValueError("size, memory_bytes, max_tasks_per_child and max_resident_bytes "
+                             "must be positive")
         self._size = size
         self._max_tasks = max_tasks_per_child
+        self._max_resident = max_resident_bytes
         self._arguments = ["--memory-bytes", str(memory_bytes), "--nice", str(niceness)]
         if preload:
             self._arguments += ["--preload", ",".join(preload)]
@@ -190,7 +195,8 @@ class ChildPool:
                 message = f"processing took longer than {timeout:g} s and was stopped"
                 raise TaskError(message, code=TIMEOUT) from None
             finally:
-                if reusable and child.alive and child.tasks_run < self._max_tasks:
+                if (reusable and child.alive and child.tasks_run < self._max_tasks
+                        and child.resident <= self._max_resident):
                     self._free.append(_resolved(child))
                 else:
                     await self._discard(child)
@@ -215,9 +221,11 @@ class ChildPool:
             if kind == "progress":
                 on_progress(message["stage"], message["fraction"])
             elif kind == "result":
+                child.resident = int(message.get("rss") or 0)
                 value: Result = message["value"]
                 return value
             elif kind == "error":
+                child.resident = int(message.get("rss") or 0)
                 return TaskError(message["message"], code=message["code"])
             else:
                 raise _protocol_error()

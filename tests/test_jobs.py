@@ -152,3 +152,26 @@ async def test_progress_reports_share_one_rate_limit(services: Services, tmp_pat
     progress = [e for e in await _log(services)
                 if e["task_id"] == tid and e["state"] == "PROGRESS"]
     assert 1 <= len(progress) <= 8
+
+
+async def test_the_stats_only_mesh_pipeline_measures_and_makes_no_artifacts(
+        settings: Settings, tmp_path: Path) -> None:
+    box = Path(__file__).parent / "corpus" / "OBJ" / "box.obj"
+    async with open_services(settings.with_(mesh_pipeline="stats"),
+                             settings.redis_url or "") as services:
+        who = new_task_identity(owner="u1", session="s1", batch="b1", kind="mesh",
+                                filename="box.obj")
+        services.storage.adopt(who.task_id, [("box.obj", box)])
+        assert await services.queue.submit(who, format="obj", size=box.stat().st_size,
+                                           files=["box.obj"])
+        async with running_worker(services, burst=True) as running:  # the settings' pipelines
+            await running.supervisor
+        log = await _log(services)
+        success = [e for e in log if e["state"] == "SUCCESS"]
+        assert len(success) == 1, _states(log)
+        result = success[0]["result"]
+        assert isinstance(result, dict)
+        assert result["faces"] == 12 and "thumbnail" not in json.dumps(result)
+        assert not any(services.storage.artifacts_dir(who.task_id).glob("*"))
+        stages = {e["stage"] for e in log if e["state"] == "PROGRESS"}
+        assert not stages & {"thumbnail", "web_model", "lods", "turntable"}

@@ -125,3 +125,15 @@ def wait_for_file(payload: Payload, progress: Progress) -> Result:
 def niceness(payload: Payload, progress: Progress) -> Result:
     """Return this child's niceness."""
     return {"nice": os.nice(0)}
+
+
+_KEPT: list[bytearray] = []
+
+
+def keep(payload: Payload, progress: Progress) -> Result:
+    """Allocate `payload["bytes"]`, touch every page and keep it after returning (a leak)."""
+    size = int(payload["bytes"])
+    block = bytearray(size)
+    block[::4096] = b"\x01" * len(range(0, size, 4096))
+    _KEPT.append(block)
+    return {"pid": os.getpid()}

@@ -247,6 +247,17 @@ async def test_child_is_retired_after_max_tasks(make_pool: MakePool) -> None:
     assert first not in pool.pids and len(pool.pids) == 1
 
 
+async def test_a_child_that_keeps_too_much_memory_retires(make_pool: MakePool) -> None:
+    pool = await make_pool(max_resident_bytes=400 * MiB)
+    first = only_pid(pool)
+    result, _ = await run(pool, "keep", {"bytes": 8 * MiB})  # stays well under the limit
+    assert result["pid"] == first and pool.pids == {first}
+    result, _ = await run(pool, "keep", {"bytes": 420 * MiB})  # now resident past it
+    assert result["pid"] == first and gone(first)
+    result, _ = await run(pool, "pid")
+    assert result["pid"] != first and len(pool.pids) == 1
+
+
 async def test_a_retiring_childs_successor_starts_before_it_stops(
         make_pool: MakePool, tmp_path: Path) -> None:
     pool = await make_pool(max_tasks_per_child=2)
