@@ -13,6 +13,10 @@ last SUCCESS, so sign-ins are reported apart (`setup_s.login`).
 
     .venv/bin/python bench/versus_seed.py --seed-dir DIR [--pairs 3] [--users 200] [--files 2]
         [--kiln KEY=VALUE ...]      # e.g. --kiln KILN_TURNTABLE_FRAMES=0
+        [--profile FILE]            # py-spy's collapsed stacks of Kiln's processes, last run
+
+`--profile` needs py-spy (`.venv/bin/python -m pip install py-spy`); count where the CPU went with
+`bench/stacks.py FILE`.
 """
 
 from __future__ import annotations
@@ -59,8 +63,16 @@ if sys.argv and sys.argv[0].endswith(("drive_kiln.py", "drive_seed.py")):
             print(f"KILN_BENCH_T0 {time.time():.6f}", file=sys.stderr, flush=True)
         return await _bounded(users, n, fn, errors, kind, *args, **kwargs)
     drive_common._bounded = _marked
+    import asyncio
+    async def _sample_until_cancelled(self):
+        while not asyncio.current_task().cancelling():
+            self.samples.append(await self.sample())
+            await asyncio.sleep(self.interval_s)
+    drive_common.RedisClientsSampler.run = _sample_until_cancelled
 '''
-"""Put on the drivers' PYTHONPATH: prints the wall time of the first upload, nothing else."""
+"""Put on the drivers' PYTHONPATH: prints the wall time of the first upload, and stops the
+drivers' Redis sampler once it is cancelled (redis-py can swallow a cancel that lands inside a
+command; the loop then never ended and the driver hung at exit). Nothing else changes."""
 
 
 def free_port() -> int:
@@ -69,12 +81,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its reaped children, or 0 once it is gone."""
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process and of its reaped children, or None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return 0.0
+        return None
     return sum(int(value) for value in fields[11:15]) / TICKS
 
 
@@ -85,47 +97,68 @@ def parent(pid: int) -> int:
         return 0
 
 
-def processes(match: Callable[[int, str], bool]) -> set[int]:
-    found = set()
+def processes(match: Callable[[int, str], str | None]) -> dict[int, str]:
+    """Every process `match` names: pid -> its name."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if match(int(entry.name), cmdline):
-                found.add(int(entry.name))
+            name = match(int(entry.name), cmdline)
+            if name:
+                found[int(entry.name)] = name
     return found
 
 
 class CpuSampler(threading.Thread):
-    """(wall time, CPU seconds of the service) every 20 ms; the set of processes every 0.5 s."""
+    """(wall time, CPU seconds by process name) every 20 ms; the set of processes every 0.5 s.
 
-    def __init__(self, match: Callable[[int, str], bool]) -> None:
+    A process's figure includes the children it reaped (cutime), except those counted here on
+    their own: a Kiln child retired and reaped by `kiln serve` stays under its own name and is not
+    counted a second time in its parent's."""
+
+    def __init__(self, match: Callable[[int, str], str | None]) -> None:
         super().__init__(daemon=True)
         self.match = match
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        pids: set[int] = set()
-        last: dict[int, float] = {}
+        names: dict[int, str] = {}
+        parents: dict[int, int] = {}
+        raw: dict[int, float] = {}
+        reaped: dict[int, float] = {}  # what a process's cutime holds of processes counted here
         found_at = 0.0
         while not self.stop.is_set():
             now = time.time()
             if now - found_at > 0.5:
-                pids |= processes(self.match)
+                for pid, name in processes(self.match).items():
+                    if pid not in names:
+                        names[pid], parents[pid] = name, parent(pid)
                 found_at = now
-            for pid in pids:
-                last[pid] = max(last.get(pid, 0.0), cpu_seconds(pid))  # a dead one keeps its last
-            self.samples.append((now, sum(last.values())))
+            for pid in list(parents):
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    raw[pid] = cpu
+                    continue
+                reaper = parents.pop(pid)  # gone: its parent reaped it
+                if reaper in names:  # counted here, and its cutime now holds this one's figure
+                    reaped[reaper] = reaped.get(reaper, 0.0) + raw.get(pid, 0.0)
+            totals: dict[str, float] = {}
+            for pid, name in names.items():
+                totals[name] = totals.get(name, 0.0) + raw.get(pid, 0.0) - reaped.get(pid, 0.0)
+            self.samples.append((now, totals))
             self.stop.wait(0.02)
 
-    def between(self, start: float, end: float) -> float:
-        def at(moment: float) -> float:
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds by process name from `start` to `end`."""
+        def at(moment: float) -> dict[str, float]:
             before = [cpu for when, cpu in self.samples if when <= moment]
             return before[-1] if before else self.samples[0][1]
-        return at(end) - at(start)
+        first, last = at(start), at(end)
+        return {name: last[name] - first.get(name, 0.0) for name in last}
 
 
 def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSampler,
@@ -143,9 +176,11 @@ def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSamp
         raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary: dict[str, Any] = json.loads(out.read_text())
     t0, span = marks[0], summary["first_upload_to_last_success_s"]
-    cpu = sampler.between(t0, t0 + span)
-    summary["service_cpu_ms_per_task"] = round(1000 * cpu / max(1, summary["tasks"]["succeeded"]),
-                                               2)
+    tasks = max(1, summary["tasks"]["succeeded"])
+    by_process = sampler.between(t0, t0 + span)
+    summary["service_cpu_ms_per_task"] = round(1000 * sum(by_process.values()) / tasks, 2)
+    summary["service_cpu_ms_per_task_by_process"] = {
+        name: round(1000 * cpu / tasks, 2) for name, cpu in sorted(by_process.items())}
     return summary
 
 
@@ -159,9 +194,12 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
     out = tmp / "seed.json"
     out.unlink(missing_ok=True)
 
-    def match(pid: int, cmd: str) -> bool:
-        return ("seed_tasks" in cmd or "seed_app" in cmd or "beam.smp" in cmd
-                or ("redis-server" in cmd and ":6397" in cmd))
+    def match(pid: int, cmd: str) -> str | None:
+        for part, name in (("seed_tasks", "celery"), ("seed_app", "web"),
+                           ("beam.smp", "rabbitmq")):
+            if part in cmd:
+                return name
+        return "redis" if "redis-server" in cmd and ":6397" in cmd else None
 
     return run_driver(["./run_seed.sh", str(users), str(files), "--file", str(BOX), "--out",
                        str(out), "--concurrency", str(SETUP_CONCURRENCY), "--timeout",
@@ -170,7 +208,7 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
 
 
 def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
-             kiln_env: dict[str, str]) -> dict[str, Any]:
+             kiln_env: dict[str, str], profile: Path | None = None) -> dict[str, Any]:
     out = tmp / "kiln.json"
     out.unlink(missing_ok=True)
     data = Path(tempfile.mkdtemp(prefix="kiln-data-", dir=tmp))
@@ -200,14 +238,26 @@ def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
             time.sleep(0.1)
         tree = {web.pid, redis.pid}
 
-        def match(pid: int, cmd: str) -> bool:
-            return pid in tree or parent(pid) == web.pid  # the children: their own sessions
+        def match(pid: int, cmd: str) -> str | None:
+            if pid in tree:
+                return "web" if pid == web.pid else "redis"
+            return "children" if parent(pid) == web.pid else None  # in their own sessions
 
         argv = [str(seed_dir / ".venv" / "bin" / "python"), "drive_kiln.py", "--base-url", base,
                 "--user-cmd", f"{kiln_bin} users add", "--users", str(users), "--files",
                 str(files), "--file", str(BOX), "--redis-url", redis_url, "--out", str(out),
                 "--concurrency", str(SETUP_CONCURRENCY), "--timeout", str(DRIVER_TIMEOUT)]
-        return run_driver(argv, seed_dir, driver_env(seed_dir, hook, env), CpuSampler(match), out)
+        spy = None if profile is None else subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(web.pid),
+             "--subprocesses", "--rate", "250", "--format", "raw", "--output",
+             str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return run_driver(argv, seed_dir, driver_env(seed_dir, hook, env), CpuSampler(match),
+                              out)
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                spy.wait(60)
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(30)
@@ -237,6 +287,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--kiln", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--only", choices=("seed", "kiln"), help="run one side (to try settings)")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of Kiln's last run")
     args = parser.parse_args()
     kiln_env = dict(item.split("=", 1) for item in args.kiln)
     results: dict[str, list[dict[str, Any]]] = {"seed": [], "kiln": []}
@@ -257,7 +308,7 @@ def main() -> int:
                             summary = run_seed(args.seed_dir, hook, args.users, args.files, tmp)
                         else:
                             summary = run_kiln(args.seed_dir, hook, args.users, args.files, tmp,
-                                               kiln_env)
+                                               kiln_env, args.profile)
                         break
                     except SystemExit as failed:
                         if attempt == ATTEMPTS:
@@ -265,7 +316,8 @@ def main() -> int:
                         print(f"  {str(failed)[:300]}\n  run again", file=sys.stderr, flush=True)
                 results[side].append(summary)
                 print(f"  {summary['tasks_per_s']} tasks/s, "
-                      f"{summary['service_cpu_ms_per_task']} ms CPU/task, "
+                      f"{summary['service_cpu_ms_per_task']} ms CPU/task "
+                      f"{summary['service_cpu_ms_per_task_by_process']}, "
                       f"errors {summary['errors']['total']}", file=sys.stderr, flush=True)
                 if summary["errors"]["total"]:
                     print(f"  {summary['errors']}", file=sys.stderr, flush=True)
@@ -282,6 +334,12 @@ def main() -> int:
         better = "better" if (ratio > 1) == higher_is_better and ratio != 1 else "worse"
         print(f"| {name} | {', '.join(f'{v:g}' for v in seed)} | "
               f"{', '.join(f'{v:g}' for v in kiln)} | {ratio:.2f} ({better}) |")
+    for side, runs in results.items():
+        splits = [run["service_cpu_ms_per_task_by_process"] for run in runs]
+        names = sorted({name for split in splits for name in split})
+        medians = ", ".join(f"{name} {statistics.median(split.get(name, 0) for split in splits):g}"
+                            for name in names)
+        print(f"\n{side}: service CPU ms per task by process (medians): {medians}")
     return 0
 
 
