@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 BOX = ROOT / "tests" / "corpus" / "OBJ" / "box.obj"
 """The workload's file (410 bytes, 12 faces), as in the seed stack's recorded runs."""
+OBSERVER = ROOT / "bench" / "observer.py"
 ATTEMPTS = 3
 """A driver that fails (the seed stack's driver sometimes hangs in its own shutdown and its
 watchdog exits 3) is run again, up to this many times."""
@@ -162,7 +163,13 @@ class CpuSampler(threading.Thread):
 
 
 def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSampler,
-               out: Path) -> dict[str, Any]:
+               out: Path, observer: list[str]) -> dict[str, Any]:
+    """Run a driver beside the CPU sampler and the observer; its summary, with theirs added."""
+    watched = out.with_name(out.stem + "-observer.json")
+    watched.unlink(missing_ok=True)
+    watching = subprocess.Popen([str(cwd / ".venv" / "bin" / "python"), str(OBSERVER),
+                                 *observer, "--file", str(BOX), "--out", str(watched)],
+                                cwd=cwd, env=env, stdout=subprocess.DEVNULL)
     sampler.start()
     try:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
@@ -170,6 +177,8 @@ def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSamp
     finally:
         sampler.stop.set()
         sampler.join()
+        watching.terminate()
+        watching.wait(60)
     marks = [float(line.split()[1]) for line in done.stderr.splitlines()
              if line.startswith("KILN_BENCH_T0 ")]
     if done.returncode != 0 or not out.exists() or not marks:
@@ -181,7 +190,33 @@ def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSamp
     summary["service_cpu_ms_per_task"] = round(1000 * sum(by_process.values()) / tasks, 2)
     summary["service_cpu_ms_per_task_by_process"] = {
         name: round(1000 * cpu / tasks, 2) for name, cpu in sorted(by_process.items())}
+    summary["observer"] = observed(watched, t0, t0 + span)
     return summary
+
+
+def observed(path: Path, start: float, end: float) -> dict[str, Any]:
+    """The observer's figures for its uploads sent from `start` to `end`: the latency of each of
+    their events (received - published), and upload sent -> STARTED / SUCCESS received."""
+    if not path.exists():
+        raise SystemExit("the observer wrote nothing: see its stderr above")
+    data = json.loads(path.read_text())
+    sent = {u["task_id"]: u["sent"] for u in data["uploads"] if start <= u["sent"] <= end}
+    events = [e for e in data["events"] if e["task_id"] in sent]
+    latency = sorted(1000 * (e["received"] - e["ts"]) for e in events if e["ts"] is not None)
+
+    def after_upload(state: str) -> list[float]:
+        return sorted(1000 * (e["received"] - sent[e["task_id"]]) for e in events
+                      if e["state"] == state)
+
+    def pct(values: list[float], q: float) -> float:
+        return round(values[min(len(values) - 1, int(q / 100 * len(values)))], 1) if values else 0
+
+    started, succeeded = after_upload("STARTED"), after_upload("SUCCESS")
+    return {"tasks": len(sent), "upload_errors": data["upload_errors"],
+            "event_latency_ms": {"p50": pct(latency, 50), "p99": pct(latency, 99)},
+            "upload_to_started_ms": {"p50": pct(started, 50), "p99": pct(started, 99)},
+            "upload_to_success_ms": {"p50": pct(succeeded, 50), "p99": pct(succeeded, 99)},
+            "unfinished": len(sent) - len(succeeded)}
 
 
 def driver_env(seed_dir: Path, hook: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -204,7 +239,8 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
     return run_driver(["./run_seed.sh", str(users), str(files), "--file", str(BOX), "--out",
                        str(out), "--concurrency", str(SETUP_CONCURRENCY), "--timeout",
                        str(DRIVER_TIMEOUT)], seed_dir,
-                      driver_env(seed_dir, hook, {}), CpuSampler(match), out)
+                      driver_env(seed_dir, hook, {}), CpuSampler(match), out,
+                      ["--target", "seed", "--base-url", "http://127.0.0.1:8791"])
 
 
 def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
@@ -253,7 +289,8 @@ def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
              str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             return run_driver(argv, seed_dir, driver_env(seed_dir, hook, env), CpuSampler(match),
-                              out)
+                              out, ["--target", "kiln", "--base-url", base, "--user-cmd",
+                                    f"{kiln_bin} users add"])
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -272,6 +309,11 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], float], bool]] = [
      lambda s: s["service_cpu_ms_per_task"], False),
     ("upload request p50 ms", lambda s: s["upload_request_ms"]["p50"], False),
     ("event latency p99 ms (in the driver)", lambda s: s["event_latency_ms"]["p99"], False),
+    ("event latency p50 ms (observer)", lambda s: s["observer"]["event_latency_ms"]["p50"], False),
+    ("event latency p99 ms (observer)", lambda s: s["observer"]["event_latency_ms"]["p99"], False),
+    ("upload to SUCCESS p50 ms (observer)",
+     lambda s: s["observer"]["upload_to_success_ms"]["p50"], False),
+    ("observer tasks in the window", lambda s: s["observer"]["tasks"], True),
     ("events per task", lambda s: s["events"]["received"] / max(1, s["tasks"]["succeeded"]),
      False),
     ("Redis connections, peak", lambda s: s["redis_connected_clients"]["peak"], False),
