@@ -1,7 +1,7 @@
 """`python -m tests.chaos.launch serve|worker ...`: the real `kiln` CLI, with test pipelines.
 
 When `KILN_TEST_PIPELINES` holds a JSON object (task kind -> "module:function"), it replaces
-`worker.PIPELINES`, the mapping `build_worker` uses by default, before `cli.main` runs, so a real
+`tasks.jobs.PIPELINES`, the mapping `build_worker` starts from, before `cli.main` runs, so a real
 `kiln serve` or `kiln worker` runs the stand-ins of `tests/helpers/pipelines.py`.
 """
 
@@ -17,13 +17,13 @@ PIPELINES_ENV = "KILN_TEST_PIPELINES"
 
 def install_pipelines(raw: str) -> None:
     """Make `raw` (JSON kind -> function) the default pipelines of every worker built here."""
-    import worker
+    from tasks import jobs
 
     mapping = json.loads(raw)
     if not isinstance(mapping, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise SystemExit(f"{PIPELINES_ENV} must be a JSON object of strings, got {raw!r}")
-    setattr(worker, "PIPELINES", mapping)  # noqa: B010 -- build_worker reads it at each call
+    setattr(jobs, "PIPELINES", mapping)  # noqa: B010 -- pipelines_for reads it at each call
 
 
 def main(argv: Sequence[str] | None = None) -> int:
