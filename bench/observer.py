@@ -3,8 +3,9 @@ the time each of its events takes to reach it, so event latency is not measured 
 starves itself.
 
 Run by bench/versus_seed.py with the seed stack's Python, in its folder (it speaks to either
-target through the drivers' own transports). It signs in, opens its stream, then uploads one file
-every `--interval` seconds (never more than `--in-flight` at once) until SIGTERM, and writes every
+target through the drivers' own transports). It signs in, opens its stream, waits for SIGUSR1 (sent
+when the driver's first upload goes out), then uploads one file every `--interval` seconds (never
+more than `--in-flight` at once) until SIGTERM, and writes every
 upload and event with its times as JSON to `--out`:
 
     python bench/observer.py --target kiln --base-url URL --user-cmd "kiln users add" \
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+EARLY: list[int] = []
+"""SIGUSR1 received before the event loop took the signal over."""
 SIGN_IN_WAIT = 120.0
 """Seconds the observer retries its sign-in: the seed stack's script starts its service itself."""
 
@@ -58,9 +61,18 @@ async def observe(args: argparse.Namespace, payload: list[tuple[str, bytes]]) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    go = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, go.set)
+    if EARLY:  # the driver started before this process was listening
+        go.set()
     await sign_in(transport, user)
     reader = await transport.open_stream(user)
     print("READY", flush=True)
+    if not args.now:  # wait for the load driver's first upload
+        waiters = [asyncio.create_task(go.wait()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
     uploads: list[dict[str, Any]] = []
     errors = 0
     slots = asyncio.Semaphore(args.in_flight)
@@ -102,8 +114,11 @@ def main() -> int:
     parser.add_argument("--password", default="secret", help="the seed stack's demo password")
     parser.add_argument("--file", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--interval", type=float, default=0.25)
+    parser.add_argument("--now", action="store_true",
+                        help="upload from the start, not from the first SIGUSR1")
     parser.add_argument("--in-flight", type=int, default=20)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: EARLY.append(signum))
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     result = asyncio.run(observe(args, [(Path(args.file).name, Path(args.file).read_bytes())]))

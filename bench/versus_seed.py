@@ -164,25 +164,42 @@ class CpuSampler(threading.Thread):
 
 def run_driver(argv: list[str], cwd: Path, env: dict[str, str], sampler: CpuSampler,
                out: Path, observer: list[str]) -> dict[str, Any]:
-    """Run a driver beside the CPU sampler and the observer; its summary, with theirs added."""
+    """Run a driver beside the CPU sampler and the observer; its summary, with theirs added.
+    The observer starts uploading when the driver's first upload is sent (SIGUSR1)."""
     watched = out.with_name(out.stem + "-observer.json")
     watched.unlink(missing_ok=True)
     watching = subprocess.Popen([str(cwd / ".venv" / "bin" / "python"), str(OBSERVER),
                                  *observer, "--file", str(BOX), "--out", str(watched)],
                                 cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    lines: list[str] = []
+
+    def relay(stream: Any) -> None:
+        for line in stream:
+            lines.append(line)
+            if line.startswith("KILN_BENCH_T0 ") and watching.poll() is None:
+                watching.send_signal(signal.SIGUSR1)
+
     sampler.start()
+    driver = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=relay, args=(driver.stderr,), daemon=True)
+    reader.start()
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=900, check=False)
+        driver.wait(900)
+        reader.join(30)
     finally:
+        if driver.poll() is None:
+            driver.kill()
         sampler.stop.set()
         sampler.join()
         watching.terminate()
         watching.wait(60)
-    marks = [float(line.split()[1]) for line in done.stderr.splitlines()
-             if line.startswith("KILN_BENCH_T0 ")]
-    if done.returncode != 0 or not out.exists() or not marks:
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    stderr = "".join(lines)
+    marks = [float(line.split()[1]) for line in lines if line.startswith("KILN_BENCH_T0 ")]
+    if driver.returncode != 0 or not out.exists() or not marks:
+        raise SystemExit(f"{argv[0]} failed (exit {driver.returncode}, summary "
+                         f"{'written' if out.exists() else 'missing'}, {len(marks)} start "
+                         f"marks):\n{stderr[-3000:]}")
     summary: dict[str, Any] = json.loads(out.read_text())
     t0, span = marks[0], summary["first_upload_to_last_success_s"]
     tasks = max(1, summary["tasks"]["succeeded"])
