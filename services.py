@@ -29,6 +29,7 @@ from records import TaskStore
 from redis_pool import IdleClosingPool, close_idle_forever
 from settings import Settings
 from storage import Storage
+from stream_slots import StreamSlots
 from streaming import Hub
 from tasks.queue import TaskQueue, job_deserializer, job_serializer
 
@@ -64,6 +65,7 @@ class Services:
     storage: Storage
     feed: EventFeed
     logins: LoginThrottle
+    slots: StreamSlots
 
 
 def connect_redis(url: str, *, timeout: float = 2.0, health_interval: float = 5.0,
@@ -181,6 +183,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
               ping_interval=settings.redis_health_interval, reply_timeout=settings.redis_timeout)
     hasher = PasswordHasher(settings.hash_threads, settings.hash_waiting)
     trimmer = asyncio.create_task(close_idle_forever(pool, settings.redis_idle_close, IDLE_KEEP))
+    slots = StreamSlots(redis)
     try:
         await wait_for_redis(redis, redis_url, settings.redis_start_wait)
         await check_eviction_policy(redis)
@@ -201,8 +204,10 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             storage=storage,
             feed=EventFeed(redis, hub, store, snapshot_limit=SNAPSHOT_LIMIT),
             logins=LoginThrottle.from_settings(redis, settings),
+            slots=slots,
         )
     finally:
+        await slots.close()
         trimmer.cancel()
         await asyncio.wait([trimmer])
         hasher.close()

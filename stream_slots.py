@@ -58,43 +58,77 @@ def slots_key(session_id: str) -> str:
 class StreamSlot:
     """One open stream's place in its session's count."""
 
-    def __init__(self, redis: Redis, key: str, slot_id: str) -> None:
-        self._redis = redis
-        self._key = key
-        self._id = slot_id
+    def __init__(self, slots: StreamSlots, key: str, slot_id: str) -> None:
+        self._slots = slots
+        self.key = key
+        self.id = slot_id
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
-        """Renew the lease while the body runs; give the slot back when it ends."""
-        renewer = asyncio.create_task(self._renew())
+        """Keep the lease renewed while the body runs; give the slot back when it ends."""
+        self._slots.renew_with_the_others(self)
         try:
             yield
         finally:
-            renewer.cancel()
-            await asyncio.wait([renewer])
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.zrem(self._key, self._id)
+            await self._slots.give_back(self)
 
-    async def _renew(self) -> None:
+
+class StreamSlots:
+    """Every slot this process holds, renewed together: one pipeline every RENEW_EVERY seconds
+    for all of them, so a process holding 10,000 streams keeps one task and one round trip for
+    them rather than one each."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._held: dict[str, set[str]] = {}  # slots key -> ids held here
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def take(self, session_id: str, limit: int) -> StreamSlot:
+        """A slot for one more stream of the session, or StreamsFull."""
+        key = slots_key(session_id)
+        slot_id = new_id()
+        now = time.time()
+        take = self._redis.register_script(_TAKE)
+        wait = await take(keys=[key], args=[repr(now), repr(now + LEASE), limit, slot_id,
+                                            math.ceil(LEASE * 1000)])
+        if int(wait):
+            raise StreamsFull(limit, int(wait))
+        return StreamSlot(self, key, slot_id)
+
+    def renew_with_the_others(self, slot: StreamSlot) -> None:
+        self._held.setdefault(slot.key, set()).add(slot.id)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_forever(), name="kiln-stream-slots")
+
+    async def give_back(self, slot: StreamSlot) -> None:
+        ids = self._held.get(slot.key)
+        if ids is not None:
+            ids.discard(slot.id)
+            if not ids:
+                del self._held[slot.key]
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.zrem(slot.key, slot.id)
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.wait([self._renewer])
+
+    async def renew(self) -> None:
+        """Push every held slot's lease end forward by LEASE (the renewer's one step)."""
+        if not self._held:
+            return
+        until = time.time() + LEASE
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, ids in self._held.items():
+                pipe.zadd(key, dict.fromkeys(ids, until))
+                pipe.pexpire(key, math.ceil(LEASE * 1000))
+            await pipe.execute()
+
+    async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.zadd(self._key, {self._id: time.time() + LEASE})
-                    pipe.pexpire(self._key, math.ceil(LEASE * 1000))
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:  # the stream itself notices an outage
-                log.warning("could not renew a stream slot: %s", type(exc).__name__)
-
-
-async def take_slot(redis: Redis, session_id: str, limit: int) -> StreamSlot:
-    """A slot for one more stream of the session, or StreamsFull."""
-    key = slots_key(session_id)
-    slot_id = new_id()
-    now = time.time()
-    take = redis.register_script(_TAKE)
-    wait = await take(keys=[key], args=[repr(now), repr(now + LEASE), limit, slot_id,
-                                        math.ceil(LEASE * 1000)])
-    if int(wait):
-        raise StreamsFull(limit, int(wait))
-    return StreamSlot(redis, key, slot_id)
+                await self.renew()
+            except (RedisError, OSError) as exc:  # the streams themselves notice an outage
+                log.warning("could not renew the stream slots: %s", type(exc).__name__)

@@ -17,7 +17,7 @@ import keys
 from api.deps import require_user, services
 from api.errors import ApiError, error_response
 from event_stream import parse_cursor
-from stream_slots import StreamsFull, StreamSlot, take_slot
+from stream_slots import StreamsFull, StreamSlot
 from streaming import Overflow
 
 
@@ -50,8 +50,7 @@ async def stream_events(request: Request) -> Response:
     cursor = parse_cursor(raw_cursor)
     expires_at = signed_in.claims.expires_at
     try:
-        slot = await take_slot(kiln.redis, signed_in.claims.session_id,
-                               kiln.settings.sse_per_session)
+        slot = await kiln.slots.take(signed_in.claims.session_id, kiln.settings.sse_per_session)
     except StreamsFull as full:
         response = error_response(429, "too_many_streams",
                                   f"{full}: close one (each browser tab holds one)")

@@ -14,7 +14,7 @@ import jwt
 import pytest
 import redis.asyncio as redis_async
 
-from stream_slots import slots_key
+from stream_slots import StreamSlots, slots_key
 from tests.client import KilnClient, parse_sse
 from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
@@ -145,3 +145,28 @@ async def test_a_stream_outlives_the_head_deadline(capped_server: LiveServer,
                 if time.monotonic() > ends:
                     break
         assert not response.is_closed
+
+
+async def test_one_renewer_keeps_every_slot_of_the_process_alive(redis_url: str) -> None:
+    client = redis_async.Redis.from_url(redis_url)
+    slots = StreamSlots(client)
+    try:
+        taken = [await slots.take(session, CAP) for session in ("s1", "s1", "s2")]
+        async with contextlib.AsyncExitStack() as holding:
+            for slot in taken:
+                await holding.enter_async_context(slot.held())
+            renewers = [t for t in asyncio.all_tasks() if t.get_name() == "kiln-stream-slots"]
+            assert len(renewers) == 1  # one for the process, not one a stream
+            before = {slot.id: await client.zscore(slot.key, slot.id) for slot in taken}
+            await client.zadd(slots_key("s1"), {taken[0].id: 1.0})  # as if its lease were due
+            await slots.renew()
+            for slot in taken:
+                score = await client.zscore(slot.key, slot.id)
+                assert score is not None and score >= (before[slot.id] or 0) > 1.0
+            assert await client.pttl(slots_key("s2")) > 0
+        assert await client.zcard(slots_key("s1")) == await client.zcard(slots_key("s2")) == 0
+        await slots.renew()  # nothing held: nothing written
+        assert not await client.exists(slots_key("s1"), slots_key("s2"))
+    finally:
+        await slots.close()
+        await client.aclose()
