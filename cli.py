@@ -11,8 +11,8 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
-from accounts import AccountError
-from redis_server import connect_or_start
+from auth.accounts import AccountError
+from redis_server import redis_for
 from services import Services, open_services
 from settings import Settings, SettingsError
 
@@ -30,21 +30,14 @@ def _configure_logging(verbose: bool) -> None:
 @contextlib.asynccontextmanager
 async def _services(settings: Settings) -> AsyncIterator[Services]:
     """Services on REDIS_URL, or on the data directory's private redis (started if not running)."""
-    url, private = settings.redis_url, None
-    if url is None:
-        url, private = await connect_or_start(settings.private_redis_dir)
-    try:
-        async with open_services(settings, url) as services:
-            yield services
-    finally:
-        if private is not None:
-            await private.stop()
+    async with redis_for(settings) as url, open_services(settings, url) as services:
+        yield services
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from http_limits import protocol_class
+    from api.http_limits import protocol_class
 
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -56,7 +49,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from worker import running_worker
+    from worker.runner import running_worker
 
     async def run() -> None:
         async with _services(settings) as services, \

@@ -9,12 +9,14 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +270,38 @@ async def connect_or_start(
         return url, None
     await server.start(timeout)
     return server.url, server
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings, *, own: bool = False,
+                    log: Callable[[str], None] | None = None) -> AsyncIterator[str]:
+    """The Redis of every entry point: REDIS_URL, else the data directory's private redis-server.
+
+    `own` (the service): start one here, supervised, and stop it on exit. Otherwise (the CLI's
+    commands, a standalone worker) use the one running there, the service's, or start one for
+    the while.
+    """
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    private: PrivateRedis | None
+    if own:
+        private = PrivateRedis(settings.private_redis_dir, log=log)
+        await private.start()
+        url = private.url
+    else:
+        url, private = await connect_or_start(settings.private_redis_dir, log=log)
+    try:
+        yield url
+    finally:
+        if private is not None:
+            await private.stop()
+
+
+def redis_url_of(settings: Settings) -> str:
+    """Where `redis_for` finds Redis, known without starting anything (arq's CLI connects before
+    any startup hook runs)."""
+    return settings.redis_url or PrivateRedis(settings.private_redis_dir).url
 
 
 def _free_port() -> int:

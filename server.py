@@ -18,15 +18,15 @@ from starlette.staticfiles import StaticFiles
 from api import auth, events, health, tasks, uploads
 from api.api_only import ApiOnly
 from api.errors import EXCEPTION_HANDLERS
+from api.http_limits import HeadLimitsMiddleware
+from api.security_headers import SecurityHeadersMiddleware
 from api.unavailable import RedisUnavailableMiddleware
 from auth.backend import TokenBackend
 from auth.origin import OriginMiddleware
-from http_limits import HeadLimitsMiddleware
-from redis_server import PrivateRedis
-from security_headers import SecurityHeadersMiddleware
+from redis_server import redis_for
 from services import open_services
 from settings import Settings
-from worker import running_worker
+from worker.runner import running_worker
 
 log = logging.getLogger("kiln")
 
@@ -42,12 +42,7 @@ def build_app(settings: Settings | None = None, *,
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         resolved = settings or Settings.from_env()
         async with contextlib.AsyncExitStack() as stack:
-            url = resolved.redis_url
-            if url is None:
-                private = PrivateRedis(resolved.private_redis_dir, log=log.info)
-                await private.start()
-                stack.push_async_callback(private.stop)
-                url = private.url
+            url = await stack.enter_async_context(redis_for(resolved, own=True, log=log.info))
             services = await stack.enter_async_context(open_services(resolved, url))
             password = await services.accounts.ensure_admin()
             if password is not None:

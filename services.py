@@ -18,20 +18,20 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-import keys
-from accounts import Accounts
+from auth.accounts import Accounts
 from auth.hasher import PasswordHasher
 from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
-from event_stream import EventFeed
-from events import EventWriter
-from records import TaskStore
+from records import keys
+from records.events import EventWriter
+from records.queue import TaskQueue, job_deserializer, job_serializer
+from records.store import TaskStore
 from redis_pool import IdleClosingPool, close_idle_forever
 from settings import Settings
 from storage import Storage
-from stream_slots import StreamSlots
-from streaming import Hub
-from tasks.queue import TaskQueue, job_deserializer, job_serializer
+from streaming.feed import EventFeed
+from streaming.hub import Hub
+from streaming.slots import StreamSlots
 
 log = logging.getLogger("kiln")
 

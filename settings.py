@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.datastructures import Secret
 
+from tasks.progress import Limits
+
 GiB = 1024**3
 
 
@@ -122,6 +124,11 @@ class Settings:
     lod_min_faces: int = 10_000
     thumbnail_size: int = 512
     turntable_frames: int = 24
+    turntable_frame_size: int = 256
+    turntable_max_faces: int = 300_000
+    mip_top_size: int = 2048
+    xml_max_bytes: int = 64 * 1024**2
+    preview_size: int = 512
     task_threads: int = 2
     renderer: str = "auto"
     mesh_pipeline: str = "full"
@@ -149,8 +156,8 @@ class Settings:
     redis_health_interval: float = 5.0
     redis_start_wait: float = 300.0
 
-    def pipeline_limits(self) -> dict[str, int | float | str]:
-        """The limits a pipeline receives in its payload (the child process has no Settings)."""
+    def pipeline_limits(self) -> Limits:
+        """Every limit a pipeline obeys, sent with each task (the child process has no Settings)."""
         return {
             "max_faces": self.max_faces,
             "archive_max_members": self.archive_max_members,
@@ -159,8 +166,13 @@ class Settings:
             "lod_min_faces": self.lod_min_faces,
             "thumbnail_size": self.thumbnail_size,
             "turntable_frames": self.turntable_frames,
+            "turntable_frame_size": self.turntable_frame_size,
+            "turntable_max_faces": self.turntable_max_faces,
             "threads": self.task_threads,
             "renderer": self.renderer,
+            "mip_top_size": self.mip_top_size,
+            "xml_max_bytes": self.xml_max_bytes,
+            "preview_size": self.preview_size,
         }
 
     @property
@@ -229,6 +241,11 @@ class Settings:
             lod_min_faces=_int(env, "KILN_LOD_MIN_FACES", 10_000, minimum=1),
             thumbnail_size=_int(env, "KILN_THUMBNAIL_SIZE", 512, minimum=16),
             turntable_frames=_int(env, "KILN_TURNTABLE_FRAMES", 24, minimum=0),
+            turntable_frame_size=_int(env, "KILN_TURNTABLE_FRAME_SIZE", 256, minimum=16),
+            turntable_max_faces=_int(env, "KILN_TURNTABLE_MAX_FACES", 300_000, minimum=1),
+            mip_top_size=_int(env, "KILN_MIP_TOP_SIZE", 2048, minimum=1),
+            xml_max_bytes=_int(env, "KILN_XML_MAX_BYTES", 64 * 1024**2, minimum=1024),
+            preview_size=_int(env, "KILN_PREVIEW_SIZE", 512, minimum=16),
             task_threads=_int(env, "KILN_TASK_THREADS", 2, minimum=1),
             renderer=_one_of(env, "KILN_RENDERER", ("auto", "gl", "numpy")),
             mesh_pipeline=_one_of(env, "KILN_MESH_PIPELINE", ("full", "stats")),

@@ -17,7 +17,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from ids import is_valid_id, new_id
+from records.ids import is_valid_id, new_id
 
 MAX_DISPLAY_NAME = 200
 MAX_STORED_NAME_BYTES = 180

@@ -10,30 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, ClassVar
+from typing import Any, cast
 
 from arq.connections import RedisSettings
-from arq.worker import Function, func
 
-import keys
-from redis_server import PrivateRedis
+from redis_server import redis_for, redis_url_of
 from services import open_services
 from settings import Settings
-from tasks.jobs import WorkerContext, pipelines_for, process_asset
-from tasks.queue import PROCESS_ASSET, job_deserializer, job_serializer
-from worker import child_pool, handle_control, sweeper_for
+from worker.jobs import JobContext, WorkerContext, pipelines_for
+from worker.runner import child_pool, handle_control, sweeper_for, worker_options
 
 _settings = Settings.from_env()
 
 
-def _redis_url(settings: Settings) -> str:
-    return settings.redis_url or PrivateRedis(settings.private_redis_dir).url
-
-
 async def startup(ctx: dict[str, Any]) -> None:
+    job = cast(JobContext, ctx)
     stack = contextlib.AsyncExitStack()
-    ctx["kiln_stack"] = stack
-    services = await stack.enter_async_context(open_services(_settings, _redis_url(_settings)))
+    job["kiln_stack"] = stack
+    url = await stack.enter_async_context(redis_for(_settings))
+    services = await stack.enter_async_context(open_services(_settings, url))
     pool = child_pool(_settings)
     await pool.start()
     stack.push_async_callback(pool.close)
@@ -41,7 +36,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     services.hub.on_control(lambda message: handle_control(message, context))
     sweeper = asyncio.create_task(sweeper_for(services).run(), name="kiln-sweep")
     stack.push_async_callback(_cancel, sweeper)
-    ctx["kiln"] = context
+    job["kiln"] = context
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -51,23 +46,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    stack: contextlib.AsyncExitStack | None = ctx.get("kiln_stack")
+    stack = cast(JobContext, ctx).get("kiln_stack")
     if stack is not None:
         await stack.aclose()
 
 
 class WorkerSettings:
-    """Read by arq's CLI; mirrors `worker.build_worker`."""
+    """Read by arq's CLI: `worker_options` (the options every Kiln worker shares), Redis, and the
+    startup and shutdown that build the job context."""
 
-    functions: ClassVar[list[Function]] = [
-        func(process_asset, name=PROCESS_ASSET, max_tries=1_000_000)]
-    queue_name = keys.QUEUE
-    redis_settings = RedisSettings.from_dsn(_redis_url(_settings))
+    redis_settings = RedisSettings.from_dsn(redis_url_of(_settings))
     on_startup = startup
     on_shutdown = shutdown
-    max_jobs = _settings.worker_concurrency
-    job_timeout = _settings.task_timeout + 60
-    keep_result = 0
-    poll_delay = _settings.poll_delay
-    job_serializer = staticmethod(job_serializer)
-    job_deserializer = staticmethod(job_deserializer)
+
+
+for _name, _value in worker_options(_settings).items():
+    setattr(WorkerSettings, _name, _value)

@@ -17,7 +17,7 @@ from auth.refresh import COOKIE_PATH as REFRESH_PATH
 from auth.refresh import RefreshSessions
 from auth.revocation import revoke
 from auth.tokens import IssuedToken
-from ids import new_id
+from records.ids import new_id
 
 BUSY_RETRY_AFTER = 1
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
-from uploads import FileTooLarge, TooManyFields, TooManyFiles, UploadRefused
+from api.multipart import FileTooLarge, TooManyFields, TooManyFiles, UploadRefused
 
 log = logging.getLogger("kiln.api")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,12 +14,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-import keys
 from api.deps import require_user, services
 from api.errors import ApiError, error_response
-from event_stream import parse_cursor
-from stream_slots import StreamsFull, StreamSlot
-from streaming import Overflow
+from api.views import task_view
+from records import keys
+from streaming.feed import Snapshot, parse_cursor
+from streaming.hub import Overflow
+from streaming.slots import StreamsFull, StreamSlot
 
 
 class _SlotStream(EventSourceResponse):
@@ -62,7 +64,11 @@ async def stream_events(request: Request) -> Response:
         try:
             async with asyncio.timeout_at(_loop_deadline(expires_at)):
                 async for event in feed:
-                    yield ServerSentEvent(data=event.data, event=event.event, id=str(event.id))
+                    if isinstance(event, Snapshot):
+                        yield _snapshot_event(event)
+                    else:
+                        yield ServerSentEvent(data=event.data, event=event.event,
+                                              id=str(event.id))
         except TimeoutError:
             return  # the token expired: the client refreshes it and resumes from its cursor
         except Overflow:
@@ -72,6 +78,13 @@ async def stream_events(request: Request) -> Response:
 
     return _SlotStream(slot, events(), ping=kiln.settings.sse_ping,
                        headers={"Cache-Control": "no-store"})
+
+
+def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
+    data = json.dumps({"type": "snapshot", "seq": snapshot.id,
+                       "tasks": [task_view(record) for record in snapshot.records]},
+                      separators=(",", ":"))
+    return ServerSentEvent(data=data, event="snapshot", id=str(snapshot.id))
 
 
 def _loop_deadline(expires_at: int) -> float:

@@ -6,13 +6,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-import keys
 from api.deps import query_int, require_user, services
 from api.errors import ApiError, not_found
-from events import QUEUED_STATES
-from ids import is_valid_id
-from records import TaskRecord
-from tasks.queue import job_id
+from api.views import task_view
+from records.events import QUEUED_STATES
+from records.ids import is_valid_id
+from records.queue import job_id
+from records.store import TaskRecord
 
 QUEUE_SCAN = 1000
 """`GET /api/queue` looks for the session's waiting tasks among its newest this many."""
@@ -38,26 +38,20 @@ async def list_tasks(request: Request) -> Response:
     limit = query_int(request, "limit", 50, 1, kiln.settings.page_size_max)
     offset = query_int(request, "offset", 0, 0, 10**9)
     batch = request.query_params.get("batch")
-    if batch is not None:
-        if not is_valid_id(batch):
-            return JSONResponse({"tasks": [], "total": 0, "next_offset": None})
-        index = keys.batch_tasks(batch)
-    elif request.query_params.get("scope") == "session":  # the tasks the session's stream carries
-        index = keys.session_stream(signed_in.claims.session_id).tasks
-    else:
-        index = keys.user_stream(signed_in.user.id).tasks
-    records, total = await kiln.tasks.page(index, offset, limit)
-    mine = [r.view() for r in records if r.owner == signed_in.user.id]
-    if batch is not None and len(mine) < len(records):
-        mine, total = [], 0  # someone else's batch: as empty as an unknown one
+    if batch is not None and not is_valid_id(batch):
+        return JSONResponse({"tasks": [], "total": 0, "next_offset": None})
+    records, total = await kiln.tasks.listing(
+        signed_in.user.id, signed_in.claims.session_id,
+        session_only=request.query_params.get("scope") == "session", batch=batch,
+        offset=offset, limit=limit)
     following = offset + limit
-    return JSONResponse({"tasks": mine, "total": total,
+    return JSONResponse({"tasks": [task_view(r) for r in records], "total": total,
                          "next_offset": following if following < total else None})
 
 
 async def get_task(request: Request) -> Response:
     record = await _owned(request)
-    view = record.view()
+    view = task_view(record)
     if record.state in QUEUED_STATES:
         jid = job_id(record.id, record.attempt)
         standing = await services(request).queue.standing([jid])
@@ -70,8 +64,8 @@ async def queue_positions(request: Request) -> Response:
     1 = next to start; `queued` counts every user's ready jobs that no worker is running."""
     signed_in = require_user(request)
     kiln = services(request)
-    waiting = await kiln.tasks.queued(keys.session_stream(signed_in.claims.session_id).tasks,
-                                      signed_in.user.id, scan=QUEUE_SCAN, limit=QUEUE_LIMIT)
+    waiting = await kiln.tasks.queued(signed_in.claims.session_id, signed_in.user.id,
+                                      scan=QUEUE_SCAN, limit=QUEUE_LIMIT)
     jobs = {job_id(t.task_id, t.attempt): t.task_id for t in waiting}
     standing = await kiln.queue.standing(list(jobs))
     return JSONResponse({
@@ -117,7 +111,7 @@ def _current(record: TaskRecord) -> str:
 
 async def _fresh(request: Request, record: TaskRecord) -> dict[str, object]:
     again = await services(request).tasks.get(record.id)
-    return (again or record).view()
+    return task_view(again or record)
 
 
 routes = [

@@ -12,12 +12,12 @@ from starlette.routing import Route
 
 from api.deps import require_user, services
 from api.errors import ApiError, error_response
-from ids import new_id
+from api.multipart import INLINE_DISK_BYTES, ReceivedFile, UploadTooSlow, receive_files
+from records.ids import new_id
+from records.queue import NewTask, new_task_identity
 from storage import stored_names
 from tasks.detect import SUPPORTED, sniff
 from tasks.grouping import Group, UploadFile, plan
-from tasks.queue import NewTask, new_task_identity
-from uploads import INLINE_DISK_BYTES, ReceivedFile, UploadTooSlow, receive_files
 
 _COMPANIONS = {
     "mtl": "an MTL material library: upload it together with the OBJ that uses it",

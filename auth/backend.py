@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from redis.asyncio import Redis
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.requests import HTTPConnection
 
-from accounts import Accounts, User
+from auth.accounts import Accounts, User
 from auth.revocation import check_revocation, revoked
-from auth.tokens import Claims, InvalidToken
+from auth.tokens import Claims, InvalidToken, TokenService
 
 COOKIE_NAME = "kiln_token"
+
+
+class AuthServices(Protocol):
+    """What the backend needs of the process's services (`services.Services`, which auth/ may
+    not import: it is built from auth/), found in the lifespan state as `kiln`."""
+
+    @property
+    def tokens(self) -> TokenService: ...
+
+    @property
+    def redis(self) -> Redis: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class TokenBackend(AuthenticationBackend):
         token = token_of(conn)
         if token is None:
             return AuthCredentials(), Anonymous("missing")
-        services = conn.state.kiln
+        services: AuthServices = conn.state.kiln
         try:
             claims = services.tokens.decode(token)
         except InvalidToken as exc:

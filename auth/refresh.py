@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-import ids
-import keys
 from auth.revocation import revoke
+from records import ids, keys
 
 COOKIE_NAME = "kiln_refresh"
 COOKIE_PATH = "/api/auth"

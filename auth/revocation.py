@@ -9,8 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-import keys
 from auth.tokens import Claims
+from records import keys
 
 # How long a mark outlives the token it is about: more than the backend's leeway on expiry, and
 # room for a refresh that was renewing the session while it was being ended.

@@ -23,7 +23,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 
-import keys
+from records import keys
 from settings import Settings
 
 

@@ -11,7 +11,7 @@ import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
-import ids
+from records import ids
 
 ISSUER = "kiln"
 AUDIENCE = "kiln"

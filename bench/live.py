@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from starlette.datastructures import Secret  # noqa: E402
 
-from accounts import Accounts  # noqa: E402
+from auth.accounts import Accounts  # noqa: E402
 from server import build_app  # noqa: E402
 from services import connect_redis  # noqa: E402
 from settings import Settings  # noqa: E402

@@ -172,7 +172,9 @@ def write_glb(directory: Path, faces: int) -> Path:
 def kiln_child(files_dir: Path, main: str, fmt: str) -> None:
     """Run tasks.mesh.process once; stage starts go to stderr, the summary to stdout as JSON."""
     sys.path.insert(0, str(ROOT))
+    from settings import Settings
     from tasks.mesh import process
+    from tasks.progress import Payload
     from tasks.render import warm
 
     warm()  # a pool child makes its OpenGL context before its first task, as it imports
@@ -186,11 +188,11 @@ def kiln_child(files_dir: Path, main: str, fmt: str) -> None:
             print(f"      kiln {fmt}: {stage} at {now:.2f} s", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-out-") as out:
-        payload = {
-            "files_dir": str(files_dir), "main": main,
+        payload: Payload = {
+            "source": str(files_dir / main), "files_dir": str(files_dir), "main": main,
             "files": sorted(p.name for p in files_dir.iterdir()), "format": fmt,
             "artifacts_dir": str(Path(out) / "artifacts"), "work_dir": str(Path(out) / "work"),
-            "max_pixels": 178_956_970, "limits": {},
+            "max_pixels": 178_956_970, "limits": Settings().pipeline_limits(),
         }
         result = process(payload, progress)
         work = time.perf_counter() - start

@@ -50,7 +50,9 @@ def cpu_seconds() -> float:
 def serve(renderer: str) -> None:
     """A warm worker: reads `{"dir","main","format","repeat","out"}` lines, answers JSON lines."""
     sys.path.insert(0, str(ROOT))
+    from settings import Settings
     from tasks.mesh import process
+    from tasks.progress import Payload
     from tasks.render import renderer as chosen
     from tasks.render import warm
 
@@ -62,11 +64,13 @@ def serve(renderer: str) -> None:
         times, faces = [], 0
         for run in range(job["repeat"] + 1):  # the first run warms caches: not counted
             out = Path(job["out"]) / f"run{run}"
-            payload = {
-                "files_dir": str(files), "main": job["main"], "format": job["format"],
+            payload: Payload = {
+                "source": str(files / job["main"]), "files_dir": str(files), "main": job["main"],
+                "format": job["format"],
                 "files": sorted(p.name for p in files.iterdir() if p.is_file()),
                 "artifacts_dir": str(out / "artifacts"), "work_dir": str(out / "work"),
-                "max_pixels": 178_956_970, "limits": {"renderer": renderer},
+                "max_pixels": 178_956_970,
+                "limits": Settings(renderer=renderer).pipeline_limits(),
             }
             before = cpu_seconds()
             result = process(payload, lambda stage, fraction: None)

@@ -22,7 +22,7 @@ FRAME = re.compile(r"^(?P<name>.+?) \((?P<file>[^:]+):\d+\)$")
 
 
 def kind(stack: str) -> str:
-    return "child" if "tasks/child.py" in stack else "web"
+    return "child" if "worker/child.py" in stack or "tasks/child.py" in stack else "web"
 
 
 def frames(stack: str) -> list[str]:

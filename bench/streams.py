@@ -207,10 +207,10 @@ def run_kiln(count: int, events: int) -> dict[str, float]:
 
 async def _emit_progress(url: str, session: str, owner: str, n: int) -> None:
     """n PROGRESS events of one task of the session, written as a worker writes them."""
-    from events import Guard, TaskState
+    from records.events import Guard, TaskState
+    from records.queue import NewTask, new_task_identity
     from services import open_services
     from settings import Settings
-    from tasks.queue import NewTask, new_task_identity
 
     settings = Settings(redis_url=url, data_dir=Path(tempfile.mkdtemp()))
     async with open_services(settings, url) as services:

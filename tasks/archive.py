@@ -12,17 +12,11 @@ import posixpath
 import re
 import stat
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tasks.errors import ArchiveRejected, CorruptFile
-
-MAX_MEMBERS = 1000
-MAX_TOTAL_BYTES = 2 * 1024**3
-MAX_RATIO = 200.0
-"""Uncompressed bytes per compressed byte above which a member is taken for a bomb."""
+from tasks.progress import Limits
 
 _CHUNK = 1024 * 1024
 _SMALL_MEMBER = 64 * 1024  # below this, a high ratio is harmless (a text file of spaces)
@@ -32,24 +26,22 @@ _IGNORED = ("__MACOSX/",)
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    max_members: int = MAX_MEMBERS
-    max_total_bytes: int = MAX_TOTAL_BYTES
-    max_ratio: float = MAX_RATIO
+    max_members: int
+    max_total_bytes: int
+    max_ratio: float
+    """Uncompressed bytes per compressed byte above which a member is taken for a bomb."""
 
     @classmethod
-    def from_payload(cls, limits: Mapping[str, Any]) -> ArchiveLimits:
+    def from_payload(cls, limits: Limits) -> ArchiveLimits:
         """The limits a task's payload carries (see Settings.pipeline_limits)."""
-        return cls(
-            max_members=int(limits.get("archive_max_members", MAX_MEMBERS)),
-            max_total_bytes=int(limits.get("archive_max_bytes", MAX_TOTAL_BYTES)),
-            max_ratio=float(limits.get("archive_max_ratio", MAX_RATIO)),
-        )
+        return cls(max_members=limits["archive_max_members"],
+                   max_total_bytes=limits["archive_max_bytes"],
+                   max_ratio=limits["archive_max_ratio"])
 
 
-def unpack_zip(source: Path, destination: Path, limits: ArchiveLimits | None = None) -> list[str]:
+def unpack_zip(source: Path, destination: Path, limits: ArchiveLimits) -> list[str]:
     """Extract the zip at `source` into `destination` (created); return the member names written,
     as relative POSIX paths. Mac resource forks and folders are skipped."""
-    limits = limits or ArchiveLimits()
     try:
         with zipfile.ZipFile(source) as archive:
             members = check_members(archive.infolist(), limits)

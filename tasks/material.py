@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tasks.archive import ArchiveLimits, unpack_zip
 from tasks.errors import UnsupportedFormat
@@ -27,11 +26,11 @@ def process(payload: Payload, progress: Progress) -> Result:
     return describe[fmt](payload, progress)
 
 
-def _unzipped_set(payload: Payload, progress: Progress) -> dict[str, Any]:
+def _unzipped_set(payload: Payload, progress: Progress) -> Payload:
     progress("unpack", 0.0)
-    limits = dict(payload.get("limits") or {})
     directory = Path(payload["work_dir"]) / "unzipped"
-    names = unpack_zip(Path(payload["source"]), directory, ArchiveLimits.from_payload(limits))
+    names = unpack_zip(Path(payload["source"]), directory,
+                       ArchiveLimits.from_payload(payload["limits"]))
     sets = group_sets(names)
     if len(sets) != 1:
         found = "no texture set" if not sets else f"{len(sets)} texture sets"

@@ -9,7 +9,6 @@ import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import fast_simplification
 import imagecodecs
@@ -24,22 +23,14 @@ from tasks.forked import Forked
 from tasks.imaging import to_display
 from tasks.mesh_load import LoadedModel, Source, load_model
 from tasks.mesh_stats import Measured, measure, mesh_instances
-from tasks.progress import Payload, Progress, Result
+from tasks.progress import Artifact, Payload, Progress, Result
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
-from tasks.web_model import LOD_MIN_FACES, Lods, write_glb, write_lods
+from tasks.web_model import Lods, write_glb, write_lods
 
-THUMBNAIL_SIZE = 512
-TURNTABLE_FRAMES = 24
-TURNTABLE_FRAME_SIZE = 256
 TURNTABLE_COLUMNS = 6
-MAX_FACES = 20_000_000
-TURNTABLE_MAX_FACES = 300_000
-"""Above this many faces the turntable is drawn from a simplified copy: 256 px frames show no
-more detail than TURNTABLE_FACES give."""
 TURNTABLE_FACES = 60_000
-THREADS = 2
-"""Cores a task may use: the LODs in a fork beside the measuring, then the turntable's frames on
-this many threads (1: everything in turn on one)."""
+"""Above `turntable_max_faces` faces the turntable is drawn from a copy simplified to this many:
+small frames show no more detail."""
 TEXTURE_PREVIEW_SIZE = 1024
 """Textures are shrunk to this for drawing: thumbnails need no more detail."""
 
@@ -58,9 +49,9 @@ def process(payload: Payload, progress: Progress) -> Result:
     two cores are then both busy); the turntable's frames are drawn on `threads` threads.
     Progress is reported from this thread only, stage by stage.
     """
-    limits: dict[str, Any] = dict(payload.get("limits") or {})
-    threads = max(1, int(limits.get("threads", THREADS)))
-    lod_min_faces = int(limits.get("lod_min_faces", LOD_MIN_FACES))
+    limits = payload["limits"]
+    threads = max(1, limits["threads"])  # cores: the LODs in a fork beside the rest, then frames
+    lod_min_faces = limits["lod_min_faces"]
     artifacts_dir = Path(payload["artifacts_dir"])
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
@@ -74,12 +65,12 @@ def process(payload: Payload, progress: Progress) -> Result:
         model, measured = _load_and_measure(payload, progress, start_lods)
         faces = measured.stats["faces"]
         stats = {"format": model.format, **measured.stats, **model.notes}
-        artifacts: list[dict[str, Any]] = []
+        artifacts: list[Artifact] = []
 
         parts = surfaces(model)
         progress("thumbnail", 0.0)
-        size = min(max(int(limits.get("thumbnail_size", THUMBNAIL_SIZE)), 16), 4096)
-        using = str(limits.get("renderer", "auto"))
+        size = min(max(limits["thumbnail_size"], 16), 4096)
+        using = limits["renderer"]
         thumbnail = render_view(parts, size=size, using=using)
         artifacts.append(_save_png(thumbnail, artifacts_dir / "thumbnail.png"))
         progress("thumbnail", 1.0)
@@ -98,11 +89,11 @@ def process(payload: Payload, progress: Progress) -> Result:
         progress("lods", 1.0)
 
     progress("turntable", 0.0)
-    frames = int(limits.get("turntable_frames", TURNTABLE_FRAMES))
-    frame_size = int(limits.get("turntable_frame_size", TURNTABLE_FRAME_SIZE))
+    frames = limits["turntable_frames"]
+    frame_size = limits["turntable_frame_size"]
     if frames > 0:
         drawn = parts
-        if faces > int(limits.get("turntable_max_faces", TURNTABLE_MAX_FACES)) and lods.smallest:
+        if faces > limits["turntable_max_faces"] and lods.smallest:
             drawn = [_lod_surface(*lods.smallest)]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
                                   columns=TURNTABLE_COLUMNS, threads=threads, using=using)
@@ -117,13 +108,13 @@ def _load_and_measure(
     payload: Payload, progress: Progress,
     on_welded: Callable[[trimesh.Trimesh], None] | None = None,
 ) -> tuple[LoadedModel, Measured]:
-    limits: dict[str, Any] = dict(payload.get("limits") or {})
+    limits = payload["limits"]
     progress("load", 0.0)
     model = load_model(_source(payload), max_pixels=int(payload["max_pixels"]),
                        work_dir=Path(payload["work_dir"]),
                        archive_limits=ArchiveLimits.from_payload(limits))
     faces = sum(len(m.faces) for _, m in mesh_instances(model.scene))
-    max_faces = int(limits.get("max_faces", MAX_FACES))
+    max_faces = limits["max_faces"]
     if faces > max_faces:
         raise TooLarge(f"The model has {faces:,} faces; the limit is {max_faces:,}.")
     progress("load", 1.0)
@@ -131,7 +122,7 @@ def _load_and_measure(
 
 
 def _source(payload: Payload) -> Source:
-    files = [str(name) for name in payload.get("files") or []]
+    files = [str(name) for name in payload["files"]]
     if files:
         return Source(Path(payload["files_dir"]), str(payload["main"]), tuple(files),
                       str(payload["format"]))
@@ -204,7 +195,7 @@ def _lod_surface(points: NDArray[np.float32], faces: NDArray[np.int32]) -> Surfa
                    faces=np.asarray(faces, dtype=np.int64))
 
 
-def _save_png(image: Image.Image, target: Path) -> dict[str, Any]:
+def _save_png(image: Image.Image, target: Path) -> Artifact:
     """Write an RGBA picture as PNG, fast: zlib-ng at its fastest level with the UP filter.
 
     A third of Pillow's time (it tries five filters on every row) for a file about 20% bigger:

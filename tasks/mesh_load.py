@@ -73,7 +73,7 @@ class Source:
 
 
 def load_model(source: Source, *, max_pixels: int, work_dir: Path,
-               archive_limits: ArchiveLimits | None = None) -> LoadedModel:
+               archive_limits: ArchiveLimits) -> LoadedModel:
     """Parse the model; raises TaskError subclasses only."""
     if source.format == "zip":
         return load_model(_unzipped(source, work_dir, archive_limits), max_pixels=max_pixels,
@@ -176,15 +176,15 @@ def _refuse_entities(data: bytes) -> None:
             from error
 
 
-def _check_3mf(path: Path, limits: ArchiveLimits | None) -> None:
+def _check_3mf(path: Path, limits: ArchiveLimits) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
-            check_members(archive.infolist(), limits or ArchiveLimits())
+            check_members(archive.infolist(), limits)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise CorruptFile("The 3MF file is not a readable zip package.") from error
 
 
-def _unzipped(source: Source, work_dir: Path, limits: ArchiveLimits | None) -> Source:
+def _unzipped(source: Source, work_dir: Path, limits: ArchiveLimits) -> Source:
     directory = work_dir / "unzipped"
     names = unpack_zip(source.path, directory, limits)
     models = []

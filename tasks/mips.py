@@ -7,9 +7,8 @@ from typing import Any, TypedDict
 
 from PIL import Image
 
-from tasks.progress import Progress
+from tasks.progress import Artifact, Progress
 
-MIP_TOP_SIZE = 2048
 MEDIA_TYPE = "image/webp"
 # lossless WebP effort (method 0..6, quality 0..100): Pillow's 4/80 took 7 s on a noisy 2048²
 # level; 1/25 takes 0.3 s and its files were within 5 % of the default's on a photo
@@ -25,7 +24,7 @@ class Mip(TypedDict):
     name: str
 
 
-def mip_sizes(width: int, height: int, top_size: int = MIP_TOP_SIZE) -> list[tuple[int, int]]:
+def mip_sizes(width: int, height: int, top_size: int) -> list[tuple[int, int]]:
     """Level sizes: each side rounded down to a power of two, the largest side capped at
     `top_size` (both halved together, so the aspect is kept), then halved down to 1 × 1."""
     if width < 1 or height < 1 or top_size < 1:
@@ -49,13 +48,13 @@ def write_mips(
     image: Image.Image,
     artifacts_dir: Path,
     progress: Progress,
-    top_size: int = MIP_TOP_SIZE,
-) -> tuple[list[Mip], list[dict[str, Any]]]:
+    top_size: int,
+) -> tuple[list[Mip], list[Artifact]]:
     """Write the chain of an 8-bit RGB or RGBA image; return the levels and their artifacts."""
     progress("mips", 0.0)
     sizes = mip_sizes(image.width, image.height, top_size)
     mips: list[Mip] = []
-    artifacts: list[dict[str, Any]] = []
+    artifacts: list[Artifact] = []
     level_image = image
     for level, (width, height) in enumerate(sizes):
         # level 0 from the source with a sharp filter; each next level is the 2 × 2 box average

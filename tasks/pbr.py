@@ -22,14 +22,13 @@ from tasks.imaging import (
 )
 from tasks.normal_map import NormalMapVerdict, normal_map_verdict
 from tasks.pbr_names import ROLES, map_role, normal_convention_hint
-from tasks.progress import Payload, Progress, Result
+from tasks.progress import Artifact, Payload, Progress, Result
 
 GREY_ROLES = frozenset({"roughness", "metallic", "ao", "height", "glossiness", "opacity"})
 # mean |R-G| + |G-B| (0..255 scale) above which a map that should be grey is called coloured
 MAX_GREY_SPREAD = 6.0
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 PREVIEW_NAME = "preview.png"
-PREVIEW_SIZE = 512
 # maps are reduced to this before the preview samples them: a 512 px sphere shows no more
 PREVIEW_TEXTURE_SIZE = 1024
 
@@ -50,14 +49,13 @@ def describe_set(payload: Payload, progress: Progress) -> Result:
     """Describe the maps of one texture set and render `preview.png`, a sphere wearing them.
 
     payload: `files_dir`, `files` (names inside it, the maps of one set), `artifacts_dir`,
-    `max_pixels`, optional `limits` (`preview_size`). Problems that do not stop a preview (sizes
+    `max_pixels`, `limits` (`preview_size`). Problems that do not stop a preview (sizes
     that differ, a coloured roughness map...) are reported in `warnings`, not raised.
     """
     files_dir = Path(payload["files_dir"])
     names = [str(name) for name in payload["files"]]
     max_pixels = int(payload["max_pixels"])
-    limits = payload.get("limits") or {}
-    preview_size = int(limits.get("preview_size", PREVIEW_SIZE))
+    preview_size = payload["limits"]["preview_size"]
     warnings: list[dict[str, str]] = []
     roles = _assign_roles(names, warnings)
     if "basecolor" not in roles and "normal" not in roles:
@@ -98,7 +96,8 @@ def describe_set(payload: Payload, progress: Progress) -> Result:
         "normal_convention": convention,
         "normal_map": verdict,
     }
-    artifact = {"name": PREVIEW_NAME, "media_type": "image/png", "size": target.stat().st_size}
+    artifact: Artifact = {"name": PREVIEW_NAME, "media_type": "image/png",
+                          "size": target.stat().st_size}
     return {"stats": stats, "artifacts": [artifact]}
 
 
@@ -234,7 +233,7 @@ SPHERE_RADIUS = 0.92  # of half the image width
 
 
 def render_sphere(
-    maps: dict[str, Image.Image], convention: str, size: int = PREVIEW_SIZE
+    maps: dict[str, Image.Image], convention: str, size: int
 ) -> Image.Image:
     """An RGBA picture of a sphere wearing `maps` (role -> 8-bit image), transparent around it.
 

@@ -17,10 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks import sbsar
 from tasks.errors import ArchiveRejected, TooLarge
-from tasks.progress import Payload, Progress, Result
+from tasks.progress import Artifact, Payload, Progress, Result
 from tasks.sbs import describe_package, parse_xml
 
-XML_MAX_BYTES = 64 * 1024 * 1024
 THUMBNAIL_NAME = "thumbnail.png"
 DESCRIPTION_NAME = "description.json"
 THUMBNAIL_SIZE = (512, 512)
@@ -30,21 +29,20 @@ ICON_FORMATS = ("PNG", "JPEG", "WEBP")
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
-def describe_sbsar(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def describe_sbsar(payload: Payload, progress: Progress) -> Result:
     """Describe the Substance archive at `payload["source"]`: graphs, inputs, outputs, presets,
     and its icon as `thumbnail.png`, reading only the members it needs, into capped memory."""
-    limits = payload.get("limits") or {}
-    max_bytes = int(limits.get("archive_max_bytes", sbsar.MAX_BYTES))
-    xml_max = int(limits.get("xml_max_bytes", XML_MAX_BYTES))
+    limits = payload["limits"]
+    max_bytes, xml_max = limits["archive_max_bytes"], limits["xml_max_bytes"]
     progress("inspect", 0.0)
     with Path(payload["source"]).open("rb") as file:
         archive = sbsar.open_archive(file, max_bytes)
         with archive:
             listing = sbsar.inspect(
                 archive,
-                max_members=int(limits.get("archive_max_members", sbsar.MAX_MEMBERS)),
+                max_members=limits["archive_max_members"],
                 max_bytes=max_bytes,
-                max_ratio=int(limits.get("archive_max_ratio", sbsar.MAX_RATIO)),
+                max_ratio=int(limits["archive_max_ratio"]),
             )
             xml_member = sbsar.description_member(listing)
             if xml_member.size > xml_max:
@@ -82,11 +80,10 @@ def describe_sbsar(payload: dict[str, Any], progress: Progress) -> dict[str, Any
     return {"stats": stats, "artifacts": artifacts}
 
 
-def describe_sbs(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def describe_sbs(payload: Payload, progress: Progress) -> Result:
     """Describe the Substance Designer package at `payload["source"]`: graphs, their parameters
     and outputs, and the names of the packages it depends on (which are never opened)."""
-    limits = payload.get("limits") or {}
-    xml_max = int(limits.get("xml_max_bytes", XML_MAX_BYTES))
+    xml_max = payload["limits"]["xml_max_bytes"]
     source = Path(payload["source"])
     progress("inspect", 0.0)
     size = source.stat().st_size
@@ -103,7 +100,7 @@ def describe_sbs(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return {"stats": stats, "artifacts": artifacts}
 
 
-def _summary(fmt: str, description: dict[str, Any]) -> Result:
+def _summary(fmt: str, description: dict[str, Any]) -> dict[str, Any]:
     """The graph count, totals over the listed graphs (the first 64) and the graph list."""
     graphs = description["graphs"]
     listed = graphs["items"]
@@ -141,7 +138,7 @@ def _artifacts_dir(payload: Payload) -> Path:
     return directory
 
 
-def _write_json(directory: Path, description: dict[str, Any]) -> dict[str, Any]:
+def _write_json(directory: Path, description: dict[str, Any]) -> Artifact:
     target = directory / DESCRIPTION_NAME
     graphs = description["graphs"]
     document = {
@@ -154,7 +151,7 @@ def _write_json(directory: Path, description: dict[str, Any]) -> dict[str, Any]:
     return {"name": DESCRIPTION_NAME, "media_type": "application/json", "size": size}
 
 
-def _thumbnail(data: bytes, max_pixels: int, directory: Path) -> dict[str, Any] | None:
+def _thumbnail(data: bytes, max_pixels: int, directory: Path) -> Artifact | None:
     """Re-decode the icon through the allow-list; a broken icon costs only the thumbnail."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels

@@ -21,26 +21,23 @@ from tasks.imaging import (
     to_display,
     tone_map,
 )
-from tasks.mips import MIP_TOP_SIZE, write_mips
+from tasks.mips import write_mips
 from tasks.normal_map import normal_map_verdict
-from tasks.progress import Payload, Progress, Result
+from tasks.progress import Artifact, Payload, Progress, Result
 
 THUMBNAIL_NAME = "thumbnail.png"
 THUMBNAIL_SIZE = (256, 256)
 
 
 def describe(payload: Payload, progress: Progress) -> Result:
-    """Describe the image at `payload["source"]`; write its thumbnail and mips into `artifacts_dir`.
-
-    Optional `payload["limits"]`: `mip_top_size` (largest mip side, default MIP_TOP_SIZE).
-    """
+    """Describe the image at `payload["source"]`; write its thumbnail and mips into `artifacts_dir`
+    (the largest mip's side at most the limit `mip_top_size`)."""
     fmt = str(payload["format"])
     if fmt != "exr" and fmt not in PILLOW_FORMATS:
         raise UnsupportedFormat(f"{safe_label(fmt.upper())} images are not supported.")
     source = Path(payload["source"])
     max_pixels = int(payload["max_pixels"])
-    limits = payload.get("limits") or {}
-    mip_top_size = int(limits.get("mip_top_size", MIP_TOP_SIZE))
+    mip_top_size = payload["limits"]["mip_top_size"]
     progress("open", 0.0)
     if fmt == "exr":
         exr = open_exr(source, max_pixels, what="texture")
@@ -68,7 +65,8 @@ def describe(payload: Payload, progress: Progress) -> Result:
     thumbnail.thumbnail(THUMBNAIL_SIZE)
     thumbnail.save(target, format="PNG", optimize=True)
     progress("thumbnail", 1.0)
-    artifact = {"name": THUMBNAIL_NAME, "media_type": "image/png", "size": target.stat().st_size}
+    artifact: Artifact = {"name": THUMBNAIL_NAME, "media_type": "image/png",
+                          "size": target.stat().st_size}
     mips, mip_artifacts = write_mips(display, artifacts_dir, progress, mip_top_size)
     stats["mips"] = mips
     return {"stats": stats, "artifacts": [artifact, *mip_artifacts]}

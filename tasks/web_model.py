@@ -13,10 +13,8 @@ import trimesh
 from numpy.typing import NDArray
 from PIL import Image
 
-from tasks.progress import Progress
+from tasks.progress import Artifact, Progress
 
-LOD_MIN_FACES = 10_000
-"""Below this many faces a model is light enough for the web as it is: no LODs."""
 LOD_RATIOS = (0.5, 0.1)
 
 
@@ -25,7 +23,7 @@ TEXTURE_SLOTS = ("image", "baseColorTexture", "metallicRoughnessTexture", "norma
 """Where trimesh's materials keep their images."""
 
 
-def write_glb(scene: trimesh.Scene, target: Path) -> dict[str, Any]:
+def write_glb(scene: trimesh.Scene, target: Path) -> Artifact:
     """Export the scene (materials and textures kept) as a binary glTF."""
     _encode_textures_fast(scene)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -56,7 +54,7 @@ class Lods:
     """What write_lods made: its artifacts, their summary for the stats, and the smallest level
     (points, faces) for whoever draws the model small."""
 
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
     summary: list[dict[str, Any]] = field(default_factory=list)
     smallest: tuple[NDArray[np.float32], NDArray[np.int32]] | None = None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from http_limits import protocol_class
+from api.http_limits import protocol_class
 from server import build_app
 from settings import Settings
 

@@ -71,9 +71,9 @@ def test_serve_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
 
 
 async def _queued_task(redis_url: str, data_dir: Path) -> tuple[str, object]:
+    from records.queue import new_task_identity
     from services import open_services
     from settings import Settings
-    from tasks.queue import new_task_identity
 
     settings = Settings(redis_url=redis_url, data_dir=data_dir)
     async with open_services(settings, redis_url) as services:
@@ -89,13 +89,14 @@ async def _queued_task(redis_url: str, data_dir: Path) -> tuple[str, object]:
 async def _state(redis_url: str, task_id: str) -> dict[str, object]:
     from redis.asyncio import Redis
 
-    from records import TaskStore
+    from api.views import task_view
+    from records.store import TaskStore
 
     client = Redis.from_url(redis_url)
     record = await TaskStore(client).get(task_id)
     await client.aclose()
     assert record is not None
-    return record.view()
+    return task_view(record)
 
 
 async def test_standalone_workers_run_queued_tasks(redis_url: str, tmp_path: Path) -> None:

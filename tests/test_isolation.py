@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-import keys
-from events import EventWriter, Guard, TaskIdentity, TaskState
+from records import keys
+from records.events import EventWriter, Guard, TaskIdentity, TaskState
 from settings import Settings
-from streaming import Hub
+from streaming.hub import Hub
 from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import corpus
 from tests.live import LiveServer

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.unavailable import is_redis_failure
 from services import RedisMisconfigured, RedisUnreachable, connect_redis, open_services
-from streaming import RESYNC, Hub
+from streaming.hub import RESYNC, Hub
 from tests.client import KilnClient, collect, terminal_for
 from tests.conftest import RedisProcess, corpus, free_port, make_settings
 from tests.helpers.tcp_proxy import TcpProxy
@@ -118,7 +119,7 @@ async def test_the_hub_notices_a_half_open_pubsub_link_and_resubscribes(
         await asyncio.gather(redis.aclose(close_connection_pool=True), direct.aclose())
 
 
-def _fast_pool() -> dict[str, float]:
+def _fast_pool() -> dict[str, Any]:
     return {"timeout": FAST["redis_timeout"], "health_interval": FAST["redis_health_interval"]}
 
 

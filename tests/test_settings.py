@@ -1,4 +1,4 @@
-"""Settings read from the environment: the new knobs parse, refuse bad values and reach their user."""
+"""Settings from the environment: the new knobs parse, refuse bad values and reach their user."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from settings import Settings, SettingsError
-from tasks.jobs import MESH_STATS_ONLY, PIPELINES, pipelines_for
-from worker import child_pool
+from worker.jobs import MESH_STATS_ONLY, PIPELINES, pipelines_for
+from worker.runner import child_pool
 
 
 def _env(tmp_path: Path, **values: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from accounts import Accounts, User
+from auth.accounts import Accounts, User
 
 
 async def add_user(redis_url: str, name: str, password: str = "correct horse battery",

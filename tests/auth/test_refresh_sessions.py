@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-import ids
-import keys
 from auth.refresh import RefreshSessions, parse_cookie
+from records import ids, keys
 
 GRACE = 10.0
 

@@ -7,10 +7,10 @@ import hashlib
 
 import redis.asyncio as redis_async
 
-import keys
-from accounts import Accounts
+from auth.accounts import Accounts
 from auth.hasher import PasswordHasher
 from auth.passwords import SCRYPT_N, SCRYPT_P, SCRYPT_R, needs_rehash, verify_password
+from records import keys
 
 
 def _old_encoding(password: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 import auth.passwords
-from accounts import Accounts
+from auth.accounts import Accounts
 from auth.hasher import PasswordHasher
 
 pytestmark = pytest.mark.chaos  # an attack scenario: user enumeration by timing

@@ -11,7 +11,6 @@ from typing import Any
 import jwt
 import pytest
 
-import ids
 from auth.tokens import (
     ALGORITHM,
     AUDIENCE,
@@ -22,6 +21,7 @@ from auth.tokens import (
     InvalidToken,
     TokenService,
 )
+from records import ids
 
 pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
 

@@ -1,7 +1,7 @@
 """`python -m tests.chaos.launch serve|worker ...`: the real `kiln` CLI, with test pipelines.
 
 When `KILN_TEST_PIPELINES` holds a JSON object (task kind -> "module:function"), it replaces
-`tasks.jobs.PIPELINES`, the mapping `build_worker` starts from, before `cli.main` runs, so a real
+`worker.jobs.PIPELINES`, the mapping `build_worker` starts from, before `cli.main` runs, so a real
 `kiln serve` or `kiln worker` runs the stand-ins of `tests/helpers/pipelines.py`.
 """
 
@@ -17,7 +17,7 @@ PIPELINES_ENV = "KILN_TEST_PIPELINES"
 
 def install_pipelines(raw: str) -> None:
     """Make `raw` (JSON kind -> function) the default pipelines of every worker built here."""
-    from tasks import jobs
+    from worker import jobs
 
     mapping = json.loads(raw)
     if not isinstance(mapping, dict) or not all(

@@ -31,7 +31,7 @@ CHAINED = ("The above exception was the direct cause", "During handling of the a
 """How Python joins the tracebacks of a chained exception: the next one belongs to the first."""
 
 OUT_OF_MEMORY = re.compile(r"^kiln child \d+: task \S+ ran out of memory$")
-"""The line a child prints before the traceback of its MemoryError (tasks/child.py)."""
+"""The line a child prints before the traceback of its MemoryError (worker/child.py)."""
 
 WORKER_READY = "worker polling"
 """The line a worker logs once its children are warm and it takes jobs (worker.KilnWorker.main)."""
@@ -201,7 +201,7 @@ class KilnProcess:
         return code
 
     def children(self) -> list[int]:
-        """PIDs of its live child processes (the pool's `tasks.child` processes)."""
+        """PIDs of its live child processes (the pool's `worker.child` processes)."""
         return [pid for pid in children_of(self.pid) if pid_alive(pid)] if self.alive else []
 
     def log_text(self) -> str:

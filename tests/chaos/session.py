@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-import keys
+from records import keys
 from tests.chaos.history import check_history
 from tests.chaos.recorder import Recorder
 from tests.client import KilnClient

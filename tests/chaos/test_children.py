@@ -49,7 +49,7 @@ async def test_a_killed_crashed_or_bloated_child_fails_only_its_own_task(
         history = await recorder.until_done(30)
 
         await session.check(recorder)
-        # a SIGKILL the pool did not send is taken for the kernel's OOM killer (tasks/pool.py)
+        # a SIGKILL the pool did not send is taken for the kernel's OOM killer (worker/pool.py)
         assert_failed(history, killed, "memory_limit")
         segfault = assert_failed(history, crashed, "parser_crashed")
         assert "SIGSEGV" in segfault["error"]["message"]

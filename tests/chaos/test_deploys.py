@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-import keys
+from records import keys
 from tests.chaos.history import History
 from tests.chaos.outcomes import assert_recovered, progressed
 from tests.chaos.processes import KilnProcess, Processes

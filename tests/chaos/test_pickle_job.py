@@ -14,7 +14,7 @@ from typing import Any
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
-import keys
+from records import keys
 from tests.chaos.processes import Processes
 from tests.chaos.recorder import Recorder
 from tests.chaos.session import CUBE, Session

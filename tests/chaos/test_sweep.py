@@ -4,10 +4,10 @@ else would ever run it. The worker's own sweep requeues it as a lost run and it 
 
 from __future__ import annotations
 
-import keys
-from events import Guard, TaskState
+from records import keys
+from records.events import Guard, TaskState
+from records.queue import job_id
 from services import open_services
-from tasks.queue import job_id
 from tests.chaos.outcomes import assert_recovered
 from tests.chaos.processes import Processes
 from tests.chaos.session import CUBE, Session, leftover_jobs

@@ -13,8 +13,8 @@ import signal
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
-import keys
-from tasks.queue import job_id
+from records import keys
+from records.queue import job_id
 from tests.chaos.history import fold
 from tests.chaos.outcomes import progressed
 from tests.chaos.processes import Processes

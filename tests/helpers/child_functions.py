@@ -7,12 +7,15 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from tasks.errors import TaskError
-from tasks.progress import Payload, Progress, Result
+from tasks.progress import Progress
+
+Json = dict[str, Any]
 
 
-def echo(payload: Payload, progress: Progress) -> Result:
+def echo(payload: Json, progress: Progress) -> Json:
     """Return the payload after reporting the start and end of two stages."""
     progress("first", 0.0)
     progress("first", 1.0)
@@ -21,19 +24,19 @@ def echo(payload: Payload, progress: Progress) -> Result:
     return payload
 
 
-def large(payload: Payload, progress: Progress) -> Result:
+def large(payload: Json, progress: Progress) -> Json:
     """Return a text of `payload["bytes"]` characters."""
     return {"text": "x" * int(payload["bytes"])}
 
 
-def report(payload: Payload, progress: Progress) -> Result:
+def report(payload: Json, progress: Progress) -> Json:
     """Report each `[stage, fraction]` of `payload["steps"]` as fast as possible."""
     for stage, fraction in payload["steps"]:
         progress(stage, fraction)
     return {}
 
 
-def spin(payload: Payload, progress: Progress) -> Result:
+def spin(payload: Json, progress: Progress) -> Json:
     """Keep one CPU busy for `payload["seconds"]`, reporting progress all the while."""
     seconds = float(payload["seconds"])
     started = time.monotonic()
@@ -46,24 +49,24 @@ def spin(payload: Payload, progress: Progress) -> Result:
     return {"pid": os.getpid(), "calls": calls}
 
 
-def abort(payload: Payload, progress: Progress) -> Result:
+def abort(payload: Json, progress: Progress) -> Json:
     """Die by SIGABRT, as a C library does when an assertion fails."""
     os.abort()
 
 
-def segfault(payload: Payload, progress: Progress) -> Result:
+def segfault(payload: Json, progress: Progress) -> Json:
     """Die by SIGSEGV, as a parser does on a crafted file."""
     ctypes.string_at(0)
     return {}
 
 
-def sigkill(payload: Payload, progress: Progress) -> Result:
+def sigkill(payload: Json, progress: Progress) -> Json:
     """Die by a SIGKILL the pool did not send, as under the kernel's OOM killer."""
     os.kill(os.getpid(), signal.SIGKILL)
     return {}
 
 
-def allocate(payload: Payload, progress: Progress) -> Result:
+def allocate(payload: Json, progress: Progress) -> Json:
     """Allocate `payload["bytes"]` and touch every page of it."""
     size = int(payload["bytes"])
     block = bytearray(size)
@@ -71,22 +74,22 @@ def allocate(payload: Payload, progress: Progress) -> Result:
     return {"bytes": len(block)}
 
 
-def fail(payload: Payload, progress: Progress) -> Result:
+def fail(payload: Json, progress: Progress) -> Json:
     """Raise the TaskError that the payload describes."""
     raise TaskError(payload["message"], code=payload["code"])
 
 
-def boom(payload: Payload, progress: Progress) -> Result:
+def boom(payload: Json, progress: Progress) -> Json:
     """Raise an unexpected exception whose text must not reach the user."""
     raise ValueError("/secret/path")
 
 
-def exit_nonzero(payload: Payload, progress: Progress) -> Result:
+def exit_nonzero(payload: Json, progress: Progress) -> Json:
     """Leave the process with exit code 3 and no error message."""
     os._exit(3)
 
 
-def chatty(payload: Payload, progress: Progress) -> Result:
+def chatty(payload: Json, progress: Progress) -> Json:
     """Write to stdout at every level, as noisy libraries do, then return normally."""
     print("hello from print", flush=True)
     sys.stdout.write('{"type": "result", "id": 0, "value": {}}\n')
@@ -96,24 +99,24 @@ def chatty(payload: Payload, progress: Progress) -> Result:
     return {"said": "hello"}
 
 
-def unencodable(payload: Payload, progress: Progress) -> Result:
+def unencodable(payload: Json, progress: Progress) -> Json:
     """Return a value that JSON cannot carry."""
     return {"value": object()}
 
 
-def memory_status(payload: Payload, progress: Progress) -> Result:
+def memory_status(payload: Json, progress: Progress) -> Json:
     """The child's VmPeak and VmSize in bytes, from /proc/self/status."""
     with open("/proc/self/status") as status:
         fields = {name: value for name, _, value in (line.partition(":") for line in status)}
     return {name: int(fields[name].split()[0]) * 1024 for name in ("VmPeak", "VmSize")}
 
 
-def pid(payload: Payload, progress: Progress) -> Result:
+def pid(payload: Json, progress: Progress) -> Json:
     """Return this child's process id."""
     return {"pid": os.getpid()}
 
 
-def wait_for_file(payload: Payload, progress: Progress) -> Result:
+def wait_for_file(payload: Json, progress: Progress) -> Json:
     """Report once, then wait (up to 30 s) until `payload["path"]` exists; return the pid."""
     progress("waiting", 0.0)
     deadline = time.monotonic() + 30
@@ -122,7 +125,7 @@ def wait_for_file(payload: Payload, progress: Progress) -> Result:
     return {"pid": os.getpid()}
 
 
-def niceness(payload: Payload, progress: Progress) -> Result:
+def niceness(payload: Json, progress: Progress) -> Json:
     """Return this child's niceness."""
     return {"nice": os.nice(0)}
 
@@ -130,7 +133,7 @@ def niceness(payload: Payload, progress: Progress) -> Result:
 _KEPT: list[bytearray] = []
 
 
-def keep(payload: Payload, progress: Progress) -> Result:
+def keep(payload: Json, progress: Progress) -> Json:
     """Allocate `payload["bytes"]`, touch every page and keep it after returning (a leak)."""
     size = int(payload["bytes"])
     block = bytearray(size)

@@ -62,8 +62,7 @@ def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
             "artifacts": []}
 
 
-def _by_name(payload: dict[str, Any], progress: Progress,
-             real: Callable[[dict[str, Any], Progress], dict[str, Any]]) -> dict[str, Any]:
+def _by_name(payload: Any, progress: Progress, real: Callable[[Any, Progress], Any]) -> Any:
     """The stand-in a file's name asks for (`spin-…`, `slow-…`), else the real pipeline."""
     name = str(payload.get("main", ""))
     if name.startswith("spin"):
@@ -73,14 +72,14 @@ def _by_name(payload: dict[str, Any], progress: Progress,
     return real(payload, progress)
 
 
-def named_mesh(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def named_mesh(payload: dict[str, Any], progress: Progress) -> Any:
     """The real mesh pipeline, unless the model's file name asks for a stand-in (`spin-box.obj`)."""
     from tasks.mesh import process
 
     return _by_name(payload, progress, process)
 
 
-def named_texture(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def named_texture(payload: dict[str, Any], progress: Progress) -> Any:
     """The real texture pipeline, unless the image's file name asks for a stand-in."""
     from tasks.texture import describe
 

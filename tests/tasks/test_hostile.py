@@ -17,6 +17,8 @@ from tasks.errors import TaskError
 from tasks.material import process as process_material
 from tasks.mesh import process as process_mesh
 from tests.conftest import corpus
+from tests.helpers.payloads import as_payload
+from tests.helpers.payloads import limits as all_limits
 
 SECRET = "kiln-canary-7f3a9c"
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
@@ -41,10 +43,11 @@ def run(upload_dir: Path, files: dict[str, bytes], fmt: str, kind: str = "mesh",
     payload = {"source": str(upload_dir / next(iter(files))), "files_dir": str(upload_dir),
                "main": next(iter(files)), "files": list(files), "format": fmt,
                "artifacts_dir": str(task / "artifacts"), "work_dir": str(task / "work"),
-               "max_pixels": 10_000_000, "limits": limits or {}}
+               "max_pixels": 10_000_000,
+               "limits": all_limits(**(limits or {}))}
     pipeline = process_mesh if kind == "mesh" else process_material
     with pytest.raises(TaskError) as caught:
-        pipeline(payload, lambda stage, fraction: None)
+        pipeline(as_payload(payload), lambda stage, fraction: None)
     error = caught.value
     assert SECRET not in error.message and "canary" not in error.message
     assert str(task) not in error.message
@@ -189,8 +192,8 @@ def test_a_good_zip_with_one_model_and_its_files_loads(tmp_path: Path) -> None:
     payload = {"files_dir": str(upload), "main": "spider.zip", "files": ["spider.zip"],
                "format": "zip", "artifacts_dir": str(tmp_path / "out"),
                "work_dir": str(tmp_path / "work"), "max_pixels": 10_000_000,
-               "limits": {"turntable_frames": 0}}
-    stats = process_mesh(payload, lambda stage, fraction: None)["stats"]
+               "limits": all_limits(turntable_frames=0)}
+    stats = process_mesh(as_payload(payload), lambda stage, fraction: None)["stats"]
     assert (stats["format"], stats["faces"]) == ("obj", 1368)
     assert sorted(stats["missing_textures"]) == ["engineflare1.jpg", "wal67ar_small.jpg",
                                                  "wal69ar_small.jpg"]

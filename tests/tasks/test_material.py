@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from tasks.errors import TaskError
 from tasks.material import process
+from tasks.progress import Payload, Result
+from tests.helpers.payloads import limits as all_limits
 from tests.helpers.substance_files import sbsar
 
 
@@ -21,14 +22,14 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _payload(tmp_path: Path, main: str, fmt: str, files: list[str]) -> dict[str, Any]:
+def _payload(tmp_path: Path, main: str, fmt: str, files: list[str]) -> Payload:
     return {"source": str(tmp_path / "files" / main), "files_dir": str(tmp_path / "files"),
             "main": main, "files": files, "format": fmt,
             "artifacts_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"),
-            "max_pixels": 10_000_000, "limits": {}}
+            "max_pixels": 10_000_000, "limits": all_limits()}
 
 
-def _stages(payload: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _stages(payload: Payload) -> tuple[Result, list[str]]:
     stages: list[str] = []
     result = process(payload, lambda stage, fraction: stages.append(stage))
     return result, list(dict.fromkeys(stages))

@@ -19,6 +19,8 @@ from tasks.errors import TaskError
 from tasks.mesh import analyse, process
 from tasks.progress import Result
 from tests.conftest import CORPUS
+from tests.helpers.payloads import as_payload
+from tests.helpers.payloads import limits as all_limits
 
 Events = list[tuple[str, float]]
 Files = Mapping[str, "str | bytes"]  # stored name -> corpus path or the bytes themselves
@@ -38,14 +40,15 @@ def payload(tmp_path: Path, files: Files, fmt: str, main: str | None = None,
     main = main or names[0]
     return {"source": str(directory / main), "files_dir": str(directory), "main": main,
             "files": names, "format": fmt, "artifacts_dir": str(tmp_path / "artifacts"),
-            "work_dir": str(tmp_path / "work"), "max_pixels": 50_000_000, "limits": limits}
+            "work_dir": str(tmp_path / "work"), "max_pixels": 50_000_000,
+            "limits": all_limits(**limits)}
 
 
 def run(tmp_path: Path, files: Files, fmt: str, *, full: bool = False,
         **limits: Any) -> tuple[Result, Events]:
     events: Events = []
     pipeline = process if full else analyse
-    result = pipeline(payload(tmp_path, files, fmt, **limits),
+    result = pipeline(as_payload(payload(tmp_path, files, fmt, **limits)),
                       lambda stage, fraction: events.append((stage, fraction)))
     json.dumps(result, allow_nan=False)  # plain JSON, no numpy values
     return result, events

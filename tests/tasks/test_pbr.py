@@ -16,6 +16,8 @@ from tasks.errors import TaskError
 from tasks.pbr import describe_set
 from tasks.pbr_names import ROLES, TextureSet, group_sets, map_role, normal_convention_hint
 from tasks.progress import Result
+from tests.helpers.payloads import as_payload
+from tests.helpers.payloads import limits as all_limits
 from tests.tasks.test_normal_map import bumps, encode_normals
 
 LIMIT = 50_000_000
@@ -113,9 +115,11 @@ def run(
     events: list[tuple[str, float]] = []
     payload = {
         "files_dir": str(tmp_path / "files"), "files": names,
-        "artifacts_dir": str(tmp_path / "artifacts"), "max_pixels": LIMIT, **extra,
+        "artifacts_dir": str(tmp_path / "artifacts"), "max_pixels": LIMIT,
+        "limits": all_limits(), **extra,
     }
-    result = describe_set(payload, lambda stage, fraction: events.append((stage, fraction)))
+    result = describe_set(as_payload(payload),
+                          lambda stage, fraction: events.append((stage, fraction)))
     assert [e for e in events if e[1] in (0.0, 1.0)][0] == ("open", 0.0)
     assert events[-1] == ("preview", 1.0)
     preview_path = tmp_path / "artifacts" / "preview.png"

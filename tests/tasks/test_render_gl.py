@@ -19,6 +19,7 @@ from tasks.mesh_load import Source, load_model
 from tasks.render import Surface, render_turntable, render_view, renderer
 from tests.conftest import corpus
 from tests.helpers.images import ssim
+from tests.helpers.payloads import limits as all_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = [
@@ -32,7 +33,7 @@ def parts_of(relative: str, kind: str, work: Path) -> list[Surface]:
     path = corpus(relative)
     files = tuple(sorted(item.name for item in path.parent.iterdir() if item.is_file()))
     model = load_model(Source(path.parent, path.name, files, kind), max_pixels=10**8,
-                       work_dir=work, archive_limits=ArchiveLimits.from_payload({}))
+                       work_dir=work, archive_limits=ArchiveLimits.from_payload(all_limits()))
     return surfaces(model)
 
 

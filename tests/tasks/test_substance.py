@@ -17,6 +17,7 @@ from PIL import Image
 from tasks.detect import sniff
 from tasks.errors import TaskError
 from tasks.substance import describe_sbs, describe_sbsar
+from tests.helpers.payloads import limits as all_limits
 from tests.helpers.substance_files import (
     BILLION_LAUGHS,
     EXTERNAL_ENTITY,
@@ -39,10 +40,8 @@ def run(
     payload: dict[str, Any] = {
         "source": str(source),
         "artifacts_dir": str(tmp_path / "artifacts"),
-        "max_pixels": max_pixels,
+        "max_pixels": max_pixels, "limits": all_limits(**limits),
     }
-    if limits:
-        payload["limits"] = limits
     result = function(payload, lambda stage, fraction: events.append((stage, fraction)))
     json.dumps(result)  # the result crosses a process boundary as JSON
     return result, events

@@ -17,6 +17,8 @@ from tasks.errors import TaskError
 from tasks.progress import Result
 from tasks.texture import describe
 from tests.conftest import CORPUS
+from tests.helpers.payloads import as_payload
+from tests.helpers.payloads import limits as all_limits
 
 LIMIT = 50_000_000
 
@@ -35,9 +37,10 @@ def describe_file(
         "source": str(source),
         "format": fmt,
         "artifacts_dir": str(tmp_path / "artifacts"),
-        "max_pixels": max_pixels,
+        "max_pixels": max_pixels, "limits": all_limits(),
     }
-    result = describe(payload, lambda stage, fraction: events.append((stage, fraction)))
+    result = describe(as_payload(payload),
+                      lambda stage, fraction: events.append((stage, fraction)))
     return result, events
 
 
@@ -296,9 +299,10 @@ def test_mip_chain_is_capped(tmp_path: Path) -> None:
     events: Events = []
     payload = {
         "source": str(source), "format": "png", "artifacts_dir": str(tmp_path / "small"),
-        "max_pixels": LIMIT, "limits": {"mip_top_size": 64},
+        "max_pixels": LIMIT, "limits": all_limits(mip_top_size=64),
     }
-    capped = describe(payload, lambda stage, fraction: events.append((stage, fraction)))
+    capped = describe(as_payload(payload),
+                      lambda stage, fraction: events.append((stage, fraction)))
     assert [(m["width"], m["height"]) for m in capped["stats"]["mips"]][:2] == [(64, 1), (32, 1)]
 
 

@@ -1,0 +1,143 @@
+"""Queue positions: only ready jobs no worker runs are ahead; only the session's own tasks shown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from arq.constants import in_progress_key_prefix
+
+from records import keys
+from records.queue import job_id
+from services import Services, open_services
+from settings import Settings
+from tests.client import KilnClient, collect
+from tests.conftest import make_settings
+from tests.live import LiveServer, ServerFactory
+from tests.users import add_user
+
+TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+SPIN = {"mesh": "tests.helpers.pipelines:spin_forever", "texture": "tasks.texture:describe"}
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    async with open_services(settings, settings.redis_url or "") as opened:
+        yield opened
+
+
+@pytest.fixture
+def queue_only_server(redis_url: str, tmp_path: Path,
+                      live_server_factory: ServerFactory) -> LiveServer:
+    """No worker: every task stays queued."""
+    return live_server_factory(make_settings(redis_url, tmp_path / "data",
+                                             embedded_worker=False))
+
+
+async def _client(server: LiveServer, redis_url: str, name: str) -> KilnClient:
+    await add_user(redis_url, name)
+    client = KilnClient(server.url)
+    await client.login(name, "correct horse battery")
+    return client
+
+
+async def _submit(client: KilnClient, count: int) -> list[str]:
+    """`count` tasks, one upload each, in this order in the queue."""
+    ids = []
+    for n in range(count):
+        response = await client.upload((f"part{n}.obj", TRIANGLE))
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["tasks"][0]["task_id"])
+        await asyncio.sleep(0.002)  # distinct enqueue milliseconds, so the order is the upload's
+    return ids
+
+
+async def _queue(client: KilnClient) -> dict[str, object]:
+    response = await client.get("/api/queue")
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_positions_count_only_waiting_jobs_ahead(queue_only_server: LiveServer,
+                                                       redis_url: str, services: Services) -> None:
+    async with await _client(queue_only_server, redis_url, "alice") as alice:
+        first, second, third = await _submit(alice, 3)
+        assert await _queue(alice) == {"positions": {first: 1, second: 2, third: 3}, "queued": 3}
+        assert (await alice.get(f"/api/tasks/{second}")).json()["queue_position"] == 2
+
+        # a worker takes the first job as arq does: the job stays queued, marked in progress
+        await services.redis.psetex(in_progress_key_prefix + job_id(first, 1), 60_000, b"1")
+        assert await _queue(alice) == {"positions": {second: 1, third: 2}, "queued": 2}
+        assert (await alice.get(f"/api/tasks/{first}")).json()["queue_position"] is None
+        assert (await alice.get(f"/api/tasks/{third}")).json()["queue_position"] == 2
+
+
+async def test_only_the_sessions_own_tasks_are_listed(queue_only_server: LiveServer,
+                                                      redis_url: str) -> None:
+    async with await _client(queue_only_server, redis_url, "bob") as bob, \
+            await _client(queue_only_server, redis_url, "alice") as alice:
+        (theirs,) = await _submit(bob, 1)
+        mine = await _submit(alice, 2)
+        assert await _queue(alice) == {"positions": {mine[0]: 2, mine[1]: 3}, "queued": 3}
+        assert await _queue(bob) == {"positions": {theirs: 1}, "queued": 3}
+        async with KilnClient(queue_only_server.url) as elsewhere:
+            await elsewhere.login("alice", "correct horse battery")  # another session of hers
+            assert await _queue(elsewhere) == {"positions": {}, "queued": 3}
+        assert (await alice.get(f"/api/tasks/{theirs}")).status_code == 404
+        anonymous = await alice.http.get("/api/queue")
+        assert anonymous.status_code == 401
+
+
+async def test_a_finished_task_has_no_position_and_its_retry_waits_at_the_back(
+        queue_only_server: LiveServer, redis_url: str) -> None:
+    async with await _client(queue_only_server, redis_url, "alice") as alice:
+        first, second, third = await _submit(alice, 3)
+        assert (await alice.post(f"/api/tasks/{first}/cancel")).status_code == 202
+        assert await _queue(alice) == {"positions": {second: 1, third: 2}, "queued": 2}
+        assert "queue_position" not in (await alice.get(f"/api/tasks/{first}")).json()
+
+        retried = await alice.post(f"/api/tasks/{first}/retry")
+        assert retried.json()["state"] == "RETRY"
+        assert await _queue(alice) == {"positions": {second: 1, third: 2, first: 3}, "queued": 3}
+
+
+async def test_a_running_job_stays_in_the_queue_and_is_not_ahead(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory,
+        services: Services) -> None:
+    server = live_server_factory(make_settings(redis_url, tmp_path / "data",
+                                               worker_concurrency=1), pipelines=SPIN)
+    async with await _client(server, redis_url, "alice") as alice:
+        first, second, third = await _submit(alice, 3)
+        stream = alice.events(last_event_id=0)
+        await collect(stream, lambda events: any(
+            e.data.get("task_id") == first and e.data.get("state") == "PROGRESS" for e in events))
+        await stream.aclose()
+        assert await services.redis.zcard(keys.QUEUE) == 3  # arq keeps the running job queued
+        assert await _queue(alice) == {"positions": {second: 1, third: 2}, "queued": 2}
+        for tid in (third, second, first):
+            assert (await alice.post(f"/api/tasks/{tid}/cancel")).status_code == 202
+
+
+async def test_deferred_and_running_jobs_in_the_script(services: Services) -> None:
+    now = int(time.time() * 1000)
+    await services.redis.zadd(keys.QUEUE, {"a": now - 3000, "b": now - 2000, "c": now + 60_000,
+                                           "d": now - 1000})
+    await services.redis.set(in_progress_key_prefix + "b", b"1", px=60_000)
+    standing = await services.queue.standing(["a", "b", "c", "d", "absent"])
+    assert standing.positions == {"a": 1, "d": 2, "c": 3}  # c is due after a and d
+    assert standing.queued == 2  # a and d: b runs, c is not due yet
+    assert (await services.queue.standing([])).queued == 2
+
+
+async def test_a_deep_queue(services: Services) -> None:
+    now = int(time.time() * 1000) - 100_000
+    await services.redis.zadd(keys.QUEUE, {f"job{n:05}": now + n for n in range(20_000)})
+    for n in (0, 3, 7):
+        await services.redis.set(in_progress_key_prefix + f"job{n:05}", b"1", px=60_000)
+    standing = await services.queue.standing(["job00005", "job19999"])
+    assert standing.positions == {"job00005": 4, "job19999": 19_997}
+    assert standing.queued == 19_997

@@ -1,0 +1,1 @@
+"""The worker process: the arq runner, jobs, the child pool, the child itself, the sweeper."""
