@@ -19,9 +19,6 @@ from py7zr.io import Py7zIO, WriterFactory
 from tasks.errors import ArchiveRejected, CorruptFile
 from tasks.sbs import MAX_GRAPHS, clean, collect, optional
 
-MAX_MEMBERS = 2000
-MAX_BYTES = 512 * 1024 * 1024
-MAX_RATIO = 200
 # a block smaller than this cannot hurt whatever its ratio; tiny repetitive XML compresses > 200x
 RATIO_FLOOR_BYTES = 1024 * 1024
 ICON_MAX_BYTES = 16 * 1024 * 1024
