@@ -300,8 +300,14 @@ async def redis_for(settings: Settings, *, own: bool = False,
 
 def redis_url_of(settings: Settings) -> str:
     """Where `redis_for` finds Redis, known without starting anything (arq's CLI connects before
-    any startup hook runs)."""
-    return settings.redis_url or PrivateRedis(settings.private_redis_dir).url
+    any startup hook runs): REDIS_URL, else the url the data directory's running private
+    redis-server wrote (`redis.url`), else where one would listen."""
+    if settings.redis_url:
+        return settings.redis_url
+    try:
+        return (settings.private_redis_dir / "redis.url").read_text().strip()
+    except OSError:
+        return PrivateRedis(settings.private_redis_dir).url
 
 
 def _free_port() -> int:

@@ -121,7 +121,8 @@ class StreamSlots:
         until = time.time() + LEASE
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, ids in self._held.items():
-                pipe.zadd(key, dict.fromkeys(ids, until))
+                # xx: a slot given back while this pipeline waited for a connection stays gone
+                pipe.zadd(key, dict.fromkeys(ids, until), xx=True)
                 pipe.pexpire(key, math.ceil(LEASE * 1000))
             await pipe.execute()
 

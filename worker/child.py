@@ -78,7 +78,8 @@ def resident_bytes() -> int:
         with open("/proc/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * resource.getpagesize()
     except (OSError, IndexError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
 
 
 def serve(request: dict[str, Any], channel: Channel, memory_bytes: int) -> bool:
@@ -107,7 +108,8 @@ def serve(request: dict[str, Any], channel: Channel, memory_bytes: int) -> bool:
         print(f"kiln child {os.getpid()}: task {task_id} failed", file=sys.stderr)
         traceback.print_exc()
         message = f"processing failed unexpectedly ({type(error).__name__})"
-        channel.send({"type": "error", "id": task_id, "code": INTERNAL_ERROR, "message": message})
+        channel.send({"type": "error", "id": task_id, "code": INTERNAL_ERROR, "message": message,
+                      "rss": resident_bytes()})
     return True
 
 

@@ -34,7 +34,8 @@ OUT_OF_MEMORY = re.compile(r"^kiln child \d+: task \S+ ran out of memory$")
 """The line a child prints before the traceback of its MemoryError (worker/child.py)."""
 
 WORKER_READY = "worker polling"
-"""The line a worker logs once its children are warm and it takes jobs (worker.KilnWorker.main)."""
+"""The line a worker logs once its children are warm and it takes jobs
+(worker.runner.KilnWorker.main)."""
 
 BASE_ENV: Mapping[str, str] = {
     "KILN_JWT_SECRET": TEST_SECRET,

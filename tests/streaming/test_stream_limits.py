@@ -164,6 +164,10 @@ async def test_one_renewer_keeps_every_slot_of_the_process_alive(redis_url: str)
                 score = await client.zscore(slot.key, slot.id)
                 assert score is not None and score >= (before[slot.id] or 0) > 1.0
             assert await client.pttl(slots_key("s2")) > 0
+            # a slot given back (ZREM) while a renewal waited is not brought back by it
+            await client.zrem(slots_key("s2"), taken[2].id)
+            await slots.renew()
+            assert await client.zscore(slots_key("s2"), taken[2].id) is None
         assert await client.zcard(slots_key("s1")) == await client.zcard(slots_key("s2")) == 0
         await slots.renew()  # nothing held: nothing written
         assert not await client.exists(slots_key("s1"), slots_key("s2"))
