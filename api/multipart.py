@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from storage import Storage, display_name
+
+T = TypeVar("T")
 
 FLUSH_BYTES = 1024 * 1024
 INLINE_DISK_BYTES = 256 * 1024
@@ -23,6 +25,15 @@ INLINE_DISK_BYTES = 256 * 1024
 cache takes microseconds; a thread hop costs more, and under load the loop and the thread then
 trade the GIL back and forth (it measured as a third of the web process's CPU on small uploads)."""
 MAX_FIELD_BYTES = 64 * 1024
+
+
+async def disk_work(small: bool, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` on the event loop when it touches at most INLINE_DISK_BYTES, else in a
+    thread."""
+    if small:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -177,15 +188,9 @@ class _Receiver:
                 part.pending.clear()
                 part.pending_bytes = 0
                 if chunk and part.file is not None:
-                    if small:
-                        part.file.write(chunk)
-                    else:
-                        await asyncio.to_thread(part.file.write, chunk)
+                    await disk_work(small, part.file.write, chunk)
             if done and part.file is not None:
-                if small:
-                    part.file.close()
-                else:
-                    await asyncio.to_thread(part.file.close)
+                await disk_work(small, part.file.close)
                 part.file = None
         self.writing = [p for p in self.writing if p.file is not None]
         self.finished.clear()

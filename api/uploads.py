@@ -3,7 +3,6 @@ companion files, and queue one task per group."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from starlette.requests import Request
@@ -12,7 +11,13 @@ from starlette.routing import Route
 
 from api.deps import require_user, services
 from api.errors import ApiError, error_response
-from api.multipart import INLINE_DISK_BYTES, ReceivedFile, UploadTooSlow, receive_files
+from api.multipart import (
+    INLINE_DISK_BYTES,
+    ReceivedFile,
+    UploadTooSlow,
+    disk_work,
+    receive_files,
+)
 from records.ids import new_id
 from records.queue import NewTask, new_task_identity
 from storage import stored_names
@@ -75,8 +80,7 @@ async def create_upload(request: Request) -> Response:
         return response
     try:
         small = sum(file.size for file in received) <= INLINE_DISK_BYTES
-        by_name, groups, refused = (_inspect(received) if small
-                                    else await asyncio.to_thread(_inspect, received))
+        by_name, groups, refused = await disk_work(small, _inspect, received)
         if refused:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
@@ -93,10 +97,7 @@ async def create_upload(request: Request) -> Response:
                 kiln.storage.adopt(task.identity.task_id,
                                    [(name, by_name[name].path) for name in task.files])
 
-        if small:
-            adopt_all()  # links, and copies only where links fail: small files either way
-        else:
-            await asyncio.to_thread(adopt_all)
+        await disk_work(small, adopt_all)  # links, and copies only where links fail
         await kiln.queue.submit_all(new)  # every task and its job in one round trip
         tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
                   "kind": task.identity.kind, "format": task.format, "size": task.size,

@@ -82,15 +82,15 @@ class StreamSlots:
         self._redis = redis
         self._held: dict[str, set[str]] = {}  # slots key -> ids held here
         self._renewer: asyncio.Task[None] | None = None
+        self._take = redis.register_script(_TAKE)
 
     async def take(self, session_id: str, limit: int) -> StreamSlot:
         """A slot for one more stream of the session, or StreamsFull."""
         key = slots_key(session_id)
         slot_id = new_id()
         now = time.time()
-        take = self._redis.register_script(_TAKE)
-        wait = await take(keys=[key], args=[repr(now), repr(now + LEASE), limit, slot_id,
-                                            math.ceil(LEASE * 1000)])
+        wait = await self._take(keys=[key], args=[repr(now), repr(now + LEASE), limit, slot_id,
+                                                  math.ceil(LEASE * 1000)])
         if int(wait):
             raise StreamsFull(limit, int(wait))
         return StreamSlot(self, key, slot_id)

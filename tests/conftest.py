@@ -7,13 +7,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 from starlette.datastructures import Secret
 
+from services import Services, open_services
 from settings import Settings
 from tests.live import LiveServer, start_live_server
 
@@ -96,6 +97,13 @@ def make_settings(redis_url: str, data_dir: Path, **changes: object) -> Settings
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
     return make_settings(redis_url, tmp_path / "data")
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """The process's services on the test Redis, as a worker or the web app opens them."""
+    async with open_services(settings, settings.redis_url or "") as opened:
+        yield opened
 
 
 @pytest.fixture

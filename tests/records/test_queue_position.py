@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ from arq.constants import in_progress_key_prefix
 
 from records import keys
 from records.queue import job_id
-from services import Services, open_services
-from settings import Settings
+from services import Services
 from tests.client import KilnClient, collect
 from tests.conftest import make_settings
 from tests.live import LiveServer, ServerFactory
@@ -21,12 +19,6 @@ from tests.users import add_user
 
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 SPIN = {"mesh": "tests.helpers.pipelines:spin_forever", "texture": "tasks.texture:describe"}
-
-
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings, settings.redis_url or "") as opened:
-        yield opened
 
 
 @pytest.fixture

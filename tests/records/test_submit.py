@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from records import keys
 from records.queue import PROCESS_ASSET, NewTask, job_id, new_task_identity
-from services import Services, open_services
-from settings import Settings
-
-
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings, settings.redis_url or "") as opened:
-        yield opened
+from services import Services
 
 
 def _new(n: int) -> list[NewTask]:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from records import keys
 from records.events import Guard, TaskState
-from records.queue import job_id, new_task_identity
-from services import Services, open_services
+from records.queue import job_id
+from services import Services
 from settings import Settings
+from tests.helpers.submit import submit_stub
 from worker.runner import KilnWorker, build_worker, running_worker
 from worker.sweep import Sweeper
 
@@ -23,21 +23,6 @@ pytestmark = pytest.mark.chaos  # an attack or fault scenario (pytest -m chaos)
 
 SPIN = {"mesh": "tests.helpers.pipelines:spin_forever"}
 STEPS = {"mesh": "tests.helpers.pipelines:steps"}
-
-
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings, settings.redis_url or "") as opened:
-        yield opened
-
-
-async def _submit(services: Services, tmp_path: Path) -> str:
-    who = new_task_identity(owner="u1", session="s1", batch="b1", kind="mesh", filename="a.obj")
-    source = tmp_path / "a.obj"
-    source.write_text("v 0 0 0\n")
-    services.storage.adopt(who.task_id, [(source.name, source)])
-    assert await services.queue.submit(who, format="obj", size=8, files=[source.name])
-    return who.task_id
 
 
 async def _log(services: Services) -> list[dict[str, object]]:
@@ -71,7 +56,7 @@ async def _run_until_started(services: Services, tid: str) -> None:
 
 async def test_a_stopping_worker_hands_its_running_task_back_at_once(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     await _run_until_started(services, tid)
 
     record = await services.tasks.get(tid)
@@ -93,7 +78,7 @@ async def test_a_stopping_worker_hands_its_running_task_back_at_once(
 
 async def test_graceful_restarts_never_use_up_the_attempts(
         services: Services, tmp_path: Path, settings: Settings) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     for _ in range(settings.max_attempts + 1):  # more deploys than KILN_MAX_ATTEMPTS
         await _run_until_started(services, tid)
     async with running_worker(services, burst=True, pipelines=STEPS) as running:
@@ -106,7 +91,7 @@ async def test_graceful_restarts_never_use_up_the_attempts(
 
 async def test_a_duplicate_delivery_waits_for_the_live_run_instead_of_dropping_the_job(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     record = await services.tasks.get(tid)
     assert record is not None
     # another worker claimed it (and holds its lease); its job is still queued, as arq keeps it
@@ -137,7 +122,7 @@ async def _now_ms(services: Services) -> int:
 
 async def test_the_sweep_requeues_a_running_task_that_has_no_lease_and_no_job(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     record = await services.tasks.get(tid)
     assert record is not None
     assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
@@ -159,7 +144,7 @@ async def test_the_sweep_requeues_a_running_task_that_has_no_lease_and_no_job(
 
 async def test_the_sweep_enqueues_a_waiting_task_whose_job_never_reached_the_queue(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     await services.redis.zrem(keys.QUEUE, job_id(tid, 1))
     await services.redis.delete(f"arq:job:{job_id(tid, 1)}")
     assert (await Sweeper(services, interval=30, grace=30).sweep()).enqueued == [], \
@@ -175,7 +160,7 @@ async def test_the_sweep_enqueues_a_waiting_task_whose_job_never_reached_the_que
 
 async def test_a_worker_never_starts_a_job_it_is_already_running(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     worker: KilnWorker = build_worker(services, _NoPool(), pipelines=STEPS)  # type: ignore[arg-type]
     running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     worker.tasks[job_id(tid, 1)] = asyncio.ensure_future(running)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,10 @@ from records.queue import PROCESS_ASSET, job_id, new_task_identity
 from services import Services, open_services
 from settings import Settings
 from tests.conftest import CORPUS
+from tests.helpers.submit import submit_stub
 from worker.runner import running_worker
 
 STEPS = {"mesh": "tests.helpers.pipelines:steps", "texture": "tests.helpers.pipelines:steps"}
-
-
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings, settings.redis_url or "") as opened:
-        yield opened
-
-
-async def _submit(services: Services, tmp_path: Path) -> str:
-    who = new_task_identity(owner="u1", session="s1", batch="b1", kind="mesh", filename="a.obj")
-    source = tmp_path / "a.obj"
-    source.write_text("v 0 0 0\n")
-    services.storage.adopt(who.task_id, [(source.name, source)])
-    assert await services.queue.submit(who, format="obj", size=8, files=[source.name])
-    return who.task_id
 
 
 async def _drain(services: Services) -> None:
@@ -51,7 +36,7 @@ def _states(log: list[dict[str, object]]) -> list[object]:
 @pytest.mark.parametrize("duplicates", [1, 3])
 async def test_a_job_delivered_twice_runs_once(services: Services, tmp_path: Path,
                                                duplicates: int) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     for n in range(duplicates):  # delivered again while the first delivery runs, or after
         await services.redis.enqueue_job(PROCESS_ASSET, tid, _job_id=f"duplicate-{n}",
                                          _queue_name=keys.QUEUE)
@@ -63,7 +48,7 @@ async def test_a_job_delivered_twice_runs_once(services: Services, tmp_path: Pat
 
 async def test_a_lost_run_gets_a_new_attempt_and_its_stale_events_are_refused(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     record = await services.tasks.get(tid)
     assert record is not None
     # a worker claimed attempt 1 and died: its job is still queued, as arq leaves it
@@ -82,7 +67,7 @@ async def test_a_lost_run_gets_a_new_attempt_and_its_stale_events_are_refused(
 
 async def test_a_task_whose_worker_keeps_dying_fails_with_worker_lost(
         services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     record = await services.tasks.get(tid)
     assert record is not None
     ident = record.identity
@@ -100,7 +85,7 @@ async def test_a_task_whose_worker_keeps_dying_fails_with_worker_lost(
 
 
 async def test_transitions_the_script_refuses(services: Services, tmp_path: Path) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     record = await services.tasks.get(tid)
     assert record is not None
     ident = record.identity
@@ -120,7 +105,7 @@ async def test_transitions_the_script_refuses(services: Services, tmp_path: Path
 
 async def test_a_running_job_holds_only_a_short_lease(services: Services, tmp_path: Path,
                                                       settings: Settings) -> None:
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     slow = {"mesh": "tests.helpers.pipelines:spin_forever"}
     async with services.hub.listen(keys.session_stream("s1").channel) as box, \
             running_worker(services, pipelines=slow):
@@ -136,7 +121,7 @@ async def test_a_task_over_within_the_progress_interval_sends_at_most_four_event
         settings: Settings, tmp_path: Path) -> None:
     # the progress interval is 1/KILN_PROGRESS_HZ: at 0.2 Hz no run here outlasts it
     async with open_services(settings.with_(progress_hz=0.2), settings.redis_url or "") as quick:
-        tid = await _submit(quick, tmp_path)
+        tid = await submit_stub(quick, tmp_path)
         async with running_worker(quick, burst=True,
                                   pipelines={"mesh": "tests.helpers.pipelines:burst"}) as running:
             await running.supervisor
@@ -148,7 +133,7 @@ async def test_a_task_over_within_the_progress_interval_sends_at_most_four_event
 
 async def test_progress_reports_share_one_rate_limit(services: Services, tmp_path: Path) -> None:
     # `steps` reports 80 times over about 0.8 s in two stages: at 5 a second, about five go out
-    tid = await _submit(services, tmp_path)
+    tid = await submit_stub(services, tmp_path)
     await _drain(services)
     progress = [e for e in await _log(services)
                 if e["task_id"] == tid and e["state"] == "PROGRESS"]
