@@ -16,6 +16,7 @@ from starlette.datastructures import Secret
 
 from services import Services, open_services
 from settings import Settings
+from tests.helpers.watchdog import tasks_dumped_before_timeout
 from tests.live import LiveServer, start_live_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,10 +101,13 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    """The process's services on the test Redis, as a worker or the web app opens them."""
-    async with open_services(settings, settings.redis_url or "") as opened:
-        yield opened
+async def services(settings: Settings, request: pytest.FixtureRequest
+                   ) -> AsyncIterator[Services]:
+    """The process's services on the test Redis, as a worker or the web app opens them; a test
+    that hangs prints its asyncio tasks' stacks before it times out."""
+    with tasks_dumped_before_timeout(request):
+        async with open_services(settings, settings.redis_url or "") as opened:
+            yield opened
 
 
 @pytest.fixture

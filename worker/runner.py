@@ -150,8 +150,17 @@ async def supervise(worker: KilnWorker) -> None:
             log.warning("worker lost Redis (%s); retrying in %.1f s", type(exc).__name__, delay)
         except Exception:
             log.exception("worker loop failed; restarting it in %.1f s", delay)
+        _raise_if_cancelled()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def _raise_if_cancelled() -> None:
+    """A cancel that a Redis command turned into an error (or swallowed) still stops the loop:
+    otherwise the loop would retry forever and whoever awaits its end would hang."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)

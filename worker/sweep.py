@@ -119,6 +119,9 @@ class Sweeper:
                 log.debug("sweep skipped: %s", type(exc).__name__)
             except Exception:
                 log.exception("sweep failed; trying again next interval")
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():  # a cancel a Redis command turned into an error
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval)
 
 
