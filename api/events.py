@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import require_user, services
 from api.errors import ApiError, error_response
+from api.sse import EventStream
 from api.views import task_view
 from records import keys
 from streaming.feed import Snapshot, parse_cursor
@@ -23,12 +23,12 @@ from streaming.hub import Overflow
 from streaming.slots import StreamsFull, StreamSlot
 
 
-class _SlotStream(EventSourceResponse):
+class _SlotStream(EventStream):
     """An event stream that holds its session's slot from the first byte to the last (HEAD and
     a client gone before the first event included)."""
 
-    def __init__(self, slot: StreamSlot, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, slot: StreamSlot, body: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(body)
         self.slot = slot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,16 +59,18 @@ async def stream_events(request: Request) -> Response:
         response.headers["Retry-After"] = str(full.retry_after)
         return response
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        feed = kiln.feed.follow(stream, cursor)
+    async def events() -> AsyncGenerator[bytes, None]:
+        feed = kiln.feed.follow(stream, cursor, idle=kiln.settings.sse_ping)
         try:
             async with asyncio.timeout_at(_loop_deadline(expires_at)):
                 async for event in feed:
-                    if isinstance(event, Snapshot):
+                    if event is None:
+                        yield PING
+                    elif isinstance(event, Snapshot):
                         yield _snapshot_event(event)
                     else:
                         yield ServerSentEvent(data=event.data, event=event.event,
-                                              id=str(event.id))
+                                              id=str(event.id)).encode()
         except TimeoutError:
             return  # the token expired: the client refreshes it and resumes from its cursor
         except Overflow:
@@ -76,19 +78,21 @@ async def stream_events(request: Request) -> Response:
         finally:
             await feed.aclose()
 
-    return _SlotStream(slot, events(), ping=kiln.settings.sse_ping,
-                       headers={"Cache-Control": "no-store"})
+    return _SlotStream(slot, events())
 
 
-def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
+def _snapshot_event(snapshot: Snapshot) -> bytes:
     data = json.dumps({"type": "snapshot", "seq": snapshot.id,
                        "tasks": [task_view(record) for record in snapshot.records]},
                       separators=(",", ":"))
-    return ServerSentEvent(data=data, event="snapshot", id=str(snapshot.id))
+    return ServerSentEvent(data=data, event="snapshot", id=str(snapshot.id)).encode()
 
 
 def _loop_deadline(expires_at: int) -> float:
     return asyncio.get_running_loop().time() + max(0.0, expires_at - time.time())
 
+
+PING = ServerSentEvent(comment="ping").encode()
+"""Sent after KILN_SSE_PING seconds without an event: keeps proxies from closing the stream."""
 
 routes = [Route("/api/events", stream_events, methods=["GET"])]

@@ -1,4 +1,5 @@
-"""Limits on a request's head (bytes, header lines, time to arrive), enforced where it is parsed."""
+"""Limits on a request's head (bytes, header lines, time to arrive), enforced where it is parsed;
+and the end of event streams when the server shuts down."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from api.sse import END_STREAM
 from settings import Settings
 
 LINGER = 2.0
@@ -109,6 +111,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown of this connection; an event stream in progress on it is
+        ended now, cleanly (api.sse.END_STREAM), rather than at the end of the grace period."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            end = cycle.scope.get("state", {}).get(END_STREAM)
+            if callable(end):
+                end()
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         if self._head_lines > self.limits.max_lines:

@@ -57,9 +57,10 @@ class EventFeed:
         self._store = store
         self._snapshot_limit = snapshot_limit
 
-    async def follow(self, stream: keys.Stream, cursor: int | None
-                     ) -> AsyncGenerator[StreamEvent | Snapshot, None]:
-        """Events after `cursor` (or a snapshot first), then live ones, until the caller stops."""
+    async def follow(self, stream: keys.Stream, cursor: int | None, *, idle: float | None = None
+                     ) -> AsyncGenerator[StreamEvent | Snapshot | None, None]:
+        """Events after `cursor` (or a snapshot first), then live ones, until the caller stops;
+        None after every `idle` seconds without an event (the time to send a keepalive)."""
         async with self._hub.listen(stream.channel) as box:
             last = -1
             if cursor is not None:
@@ -74,7 +75,10 @@ class EventFeed:
                 yield snapshot
                 last = snapshot.id
             while True:
-                item = await box.get()
+                item = await box.wait(idle)
+                if item is None:
+                    yield None
+                    continue
                 seq, data = item
                 if item is RESYNC or seq > last + 1:
                     caught_up = await self._read_after(stream, last)

@@ -60,17 +60,31 @@ class Mailbox:
 
     async def get(self) -> tuple[int, str]:
         """The next item; raises Overflow once the listener has fallen behind."""
-        while not self._items:
-            if self.overflowed:
-                raise Overflow
-            self._waiter = asyncio.get_running_loop().create_future()
+        while (item := await self.wait(None)) is None:
+            pass
+        return item
+
+    async def wait(self, idle: float | None) -> tuple[int, str] | None:
+        """The next item, or None once `idle` seconds pass without one (None: wait for ever);
+        raises Overflow once the listener has fallen behind."""
+        if not self._items and not self.overflowed:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(idle, _wake, waiter) if idle is not None else None
             try:
-                await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         if self.overflowed:
             raise Overflow
-        return self._items.popleft()
+        return self._items.popleft() if self._items else None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Channel:
