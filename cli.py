@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import logging
 import signal
@@ -34,6 +35,26 @@ async def _services(settings: Settings) -> AsyncIterator[Services]:
         yield services
 
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between two collections of the youngest generation (Python's default: 700)."""
+
+
+def tune_collector() -> None:
+    """Make the cyclic garbage collector cheap for a server that holds thousands of streams
+    (`kiln serve` calls it once its modules are imported; tests, which build many apps in one
+    process, do not).
+
+    What is made while starting lives as long as the process: frozen, no collection walks it
+    again. Every request allocates a few hundred short-lived objects, so at Python's default
+    threshold the youngest generation was collected every few requests, and each full
+    collection walked every object of every open stream. Measured with bench/streams.py at
+    3,000 streams: the collector took a fifth of the CPU of opening a stream.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -42,6 +63,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     print(f"Kiln on http://{host}:{port}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    tune_collector()
     uvicorn.run("server:app", host=host, port=port, loop="uvloop",
                 http=protocol_class(settings),
                 timeout_graceful_shutdown=5, log_level="info", proxy_headers=False)

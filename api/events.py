@@ -60,19 +60,18 @@ async def stream_events(request: Request) -> Response:
         return response
 
     async def events() -> AsyncGenerator[bytes, None]:
-        feed = kiln.feed.follow(stream, cursor, idle=kiln.settings.sse_ping)
+        # ends when the token expires: the client refreshes it and resumes from its cursor
+        feed = kiln.feed.follow(stream, cursor, idle=kiln.settings.sse_ping,
+                                until=_loop_deadline(expires_at))
         try:
-            async with asyncio.timeout_at(_loop_deadline(expires_at)):
-                async for event in feed:
-                    if event is None:
-                        yield PING
-                    elif isinstance(event, Snapshot):
-                        yield _snapshot_event(event)
-                    else:
-                        yield ServerSentEvent(data=event.data, event=event.event,
-                                              id=str(event.id)).encode()
-        except TimeoutError:
-            return  # the token expired: the client refreshes it and resumes from its cursor
+            async for event in feed:
+                if event is None:
+                    yield PING
+                elif isinstance(event, Snapshot):
+                    yield _snapshot_event(event)
+                else:
+                    yield ServerSentEvent(data=event.data, event=event.event,
+                                          id=str(event.id)).encode()
         except Overflow:
             return  # too slow to keep up: the client reconnects with Last-Event-ID
         finally:

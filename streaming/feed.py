@@ -8,6 +8,7 @@ hole from the log first. A hole the log no longer holds (trimmed, expired) ends 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -57,10 +58,14 @@ class EventFeed:
         self._store = store
         self._snapshot_limit = snapshot_limit
 
-    async def follow(self, stream: keys.Stream, cursor: int | None, *, idle: float | None = None
+    async def follow(self, stream: keys.Stream, cursor: int | None, *, idle: float | None = None,
+                     until: float | None = None
                      ) -> AsyncGenerator[StreamEvent | Snapshot | None, None]:
-        """Events after `cursor` (or a snapshot first), then live ones, until the caller stops;
-        None after every `idle` seconds without an event (the time to send a keepalive)."""
+        """Events after `cursor` (or a snapshot first), then live ones, until the caller stops
+        or the event loop's clock reaches `until`; None after every `idle` seconds without an
+        event (the time to send a keepalive). The end is checked at every wake, so no stream
+        needs a timer of its own for it."""
+        clock = asyncio.get_running_loop().time
         async with self._hub.listen(stream.channel) as box:
             last = -1
             if cursor is not None:
@@ -75,9 +80,16 @@ class EventFeed:
                 yield snapshot
                 last = snapshot.id
             while True:
-                item = await box.wait(idle)
+                wait = idle
+                if until is not None:
+                    left = until - clock()
+                    if left <= 0:
+                        return
+                    wait = left if wait is None else min(wait, left)
+                item = await box.wait(wait)
                 if item is None:
-                    yield None
+                    if until is None or clock() < until:
+                        yield None
                     continue
                 seq, data = item
                 if item is RESYNC or seq > last + 1:

@@ -83,6 +83,7 @@ class StreamSlots:
         self._held: dict[str, set[str]] = {}  # slots key -> ids held here
         self._renewer: asyncio.Task[None] | None = None
         self._take = redis.register_script(_TAKE)
+        self._closed = False
 
     async def take(self, session_id: str, limit: int) -> StreamSlot:
         """A slot for one more stream of the session, or StreamsFull."""
@@ -97,7 +98,7 @@ class StreamSlots:
 
     def renew_with_the_others(self, slot: StreamSlot) -> None:
         self._held.setdefault(slot.key, set()).add(slot.id)
-        if self._renewer is None or self._renewer.done():
+        if not self._closed and (self._renewer is None or self._renewer.done()):
             self._renewer = asyncio.create_task(self._renew_forever(), name="kiln-stream-slots")
 
     async def give_back(self, slot: StreamSlot) -> None:
@@ -106,10 +107,13 @@ class StreamSlots:
             ids.discard(slot.id)
             if not ids:
                 del self._held[slot.key]
+        if self._closed:
+            return  # the process is stopping and its Redis pool is closed: the lease lapses
         with contextlib.suppress(RedisError, OSError):
             await self._redis.zrem(slot.key, slot.id)
 
     async def close(self) -> None:
+        self._closed = True
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.wait([self._renewer])

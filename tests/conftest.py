@@ -134,4 +134,3 @@ def corpus(relative: str) -> Path:
     if not path.exists():
         pytest.fail(f"corpus file missing: {path}")
     return path
-

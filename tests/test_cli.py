@@ -122,3 +122,18 @@ def test_the_web_process_never_imports_a_parser() -> None:
     output = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_serve_tunes_the_garbage_collector_for_many_streams() -> None:
+    """`kiln serve` freezes what it made while starting and collects young objects less often
+    (cli.tune_collector; bench/streams.py measures the gain)."""
+    probe = ("import gc, cli; before = gc.get_threshold()[0]; cli.tune_collector(); "
+             "print(before, gc.get_threshold()[0], gc.get_freeze_count() > 10_000)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=_env(), cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["700", "10000", "True"]
+    source = (ROOT / "cli.py").read_text()
+    serve = source[source.index("def cmd_serve"):source.index("def cmd_worker")]
+    assert serve.index("tune_collector()") < serve.index("uvicorn.run("), \
+        "cmd_serve must tune the collector before it starts serving"

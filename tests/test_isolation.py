@@ -98,7 +98,7 @@ async def test_glob_characters_in_forced_session_ids_do_not_leak(redis_url: str,
         seq, data = await asyncio.wait_for(listeners["ab"].get(), 5)
         assert seq == 2 and '"task_id":"marker"' in data
         for sid in sessions:
-            assert len(listeners[sid]._items) == 0, sid
+            assert listeners[sid].pending == 0, sid
         for cm in stack:
             await cm.__aexit__(None, None, None)
     finally:

@@ -53,7 +53,8 @@ class ProgressCoalescer:
             if delay > 0:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see streaming.hub
+                        await self._wakeup.wait()
                 continue  # look again: the delay is over, or the run has ended
             latest, self._latest = self._latest, None
             if not await self._send(*latest):

@@ -82,7 +82,10 @@ class KilnWorker(Worker):
                     await asyncio.gather(*self.tasks.values())
                     return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                # not wait_for: on Python 3.11 it loses a cancel that lands as the wait ends,
+                # and the worker would then poll on after it was told to stop
+                async with asyncio.timeout(self.poll_delay_s):
+                    await self._wake.wait()
 
     async def stop(self) -> None:
         """Cancel running jobs (their children die; arq requeues them) without closing the pool."""

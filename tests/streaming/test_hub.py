@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis as redis_sync
 
@@ -45,3 +47,16 @@ async def test_a_listener_that_falls_behind_is_cut_off() -> None:
     box.put(RESYNC)
     with pytest.raises(Overflow):
         await box.get()
+
+
+async def test_an_idle_wait_gives_none_and_an_item_as_soon_as_it_comes() -> None:
+    box = Mailbox(limit=3)
+    assert await box.wait(0.01) is None  # idle: time for a keepalive
+    waiting = asyncio.create_task(box.wait(30))
+    await asyncio.sleep(0)
+    box.put((1, "{}"))
+    assert await asyncio.wait_for(waiting, 5) == (1, "{}")
+    box.put((2, "{}"))
+    box.put((3, "{}"))
+    assert [await box.wait(0), await box.wait(0), await box.wait(0)] == [(2, "{}"), (3, "{}"),
+                                                                         None]

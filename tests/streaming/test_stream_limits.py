@@ -174,3 +174,49 @@ async def test_one_renewer_keeps_every_slot_of_the_process_alive(redis_url: str)
     finally:
         await slots.close()
         await client.aclose()
+
+
+async def test_head_gets_the_stream_headers_and_no_body(capped_server: LiveServer,
+                                                        redis_url: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    async with client:
+        response = await client.http.head("/api/events", headers=client.headers)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        assert response.content == b""
+        for _ in range(250):  # up to 5 s for the server to give the slot back
+            if await _slots_in_use(redis_url, _session_of(client)) == 0:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("HEAD kept its stream slot")
+
+
+async def test_a_server_shutdown_ends_open_streams_cleanly(capped_server: LiveServer,
+                                                           redis_url: str) -> None:
+    client = await _signed_in(capped_server, redis_url)
+    async with client, _open_stream(client) as response:
+        assert await _first_event(response) == "snapshot"
+        stopping = asyncio.create_task(asyncio.to_thread(capped_server.stop))
+        lines = _lines[response]
+        async with asyncio.timeout(30):
+            # a stream cut off at the end of the grace period would raise here (a chunked body
+            # without its end): the shutdown must end it with a clean end of body
+            async for _line in lines:
+                pass
+        await stopping
+
+
+async def test_a_slot_given_back_after_the_process_closed_its_slots_is_left_to_lapse(
+        redis_url: str) -> None:
+    client = redis_async.Redis.from_url(redis_url)
+    slots = StreamSlots(client)
+    try:
+        slot = await slots.take("s1", CAP)
+        await slots.close()  # the process is stopping: its Redis pool is about to close
+        await slots.give_back(slot)
+        assert await client.zscore(slot.key, slot.id) is not None, \
+            "nothing is written once the slots are closed: the lease lapses by itself"
+    finally:
+        await client.aclose()
