@@ -41,8 +41,8 @@ GC_YOUNG_THRESHOLD = 10_000
 
 def tune_collector() -> None:
     """Make the cyclic garbage collector cheap for a server that holds thousands of streams
-    (`kiln serve` calls it once its modules are imported; tests, which build many apps in one
-    process, do not).
+    (`kiln serve` calls it before uvicorn imports the app, so what is frozen is mostly the
+    libraries; tests, which build many apps in one process, do not call it).
 
     What is made while starting lives as long as the process: frozen, no collection walks it
     again. Every request allocates a few hundred short-lived objects, so at Python's default

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from api.sse import END_STREAM
+from api.sse import END_STREAM, ENDED
 from settings import Settings
 
 LINGER = 2.0
@@ -117,9 +117,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ended now, cleanly (api.sse.END_STREAM), rather than at the end of the grace period."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            end = cycle.scope.get("state", {}).get(END_STREAM)
+            state = cycle.scope.setdefault("state", {})
+            end = state.get(END_STREAM)
             if callable(end):
                 end()
+            else:  # a request that may yet become a stream (still signing in, say)
+                state[END_STREAM] = ENDED
         super().shutdown()
 
     def send_400_response(self, msg: str) -> None:

@@ -18,7 +18,6 @@ browser reconnects, instead of holding the shutdown for its whole grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 from typing import Final
 
@@ -26,7 +25,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 END_STREAM: Final = "kiln.end_stream"
-"""Key in a streaming request's scope["state"]: call it to end the stream cleanly."""
+"""Key in a streaming request's scope["state"]: call it to end the stream cleanly (or, before
+the stream has begun, set it to ENDED: it then ends as soon as it begins)."""
+ENDED: Final = "ended"
 
 RECANCEL: Final = 0.1
 """Seconds between two cancels of a stream that is ending but has not noticed yet."""
@@ -48,33 +49,45 @@ class EventStream(Response):
         self.status_code = 200
         self.background = None
         cls = type(self)
-        if cls._raw_headers is None:
+        cached = cls.__dict__.get("_raw_headers")  # this class's own: a subclass may differ
+        if cached is None:
             self.init_headers(HEADERS)
-            cls._raw_headers = self.raw_headers
-        self.raw_headers = list(cls._raw_headers)  # a copy: a middleware may add to it
+            cls._raw_headers = cached = self.raw_headers
+        self.raw_headers = list(cached)  # a copy: a middleware may add to it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "HEAD":
+        state = scope.setdefault("state", {})
+        if scope["method"] == "HEAD" or state.get(END_STREAM) is ENDED:
+            # HEAD, or a server that began to shut down before this stream began: headers and
+            # an empty body (the client reconnects), and the body never starts
             await self.body_iterator.aclose()
             await send(self._start())
             await send({"type": "http.response.body", "body": b""})
             return
         stream = _Ending(asyncio.current_task())
         watcher = asyncio.create_task(_until_disconnect(receive, stream))
-        scope.setdefault("state", {})[END_STREAM] = stream.end_by_server
+        watcher.add_done_callback(stream.watcher_done)
+        state[END_STREAM] = stream.end_by_server
+        started = False
         try:
             await send(self._start())
+            started = True
             async for chunk in self.body_iterator:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except asyncio.CancelledError:
-            if not stream.was_ended():
+        except (asyncio.CancelledError, Exception):
+            # our own end, or an error that a library made of our cancel once the stream was
+            # ending: the stream's normal end; anything else goes on up
+            if not stream.settle():
                 raise
+        else:
+            stream.settle()
         finally:
-            scope["state"].pop(END_STREAM, None)
+            # from here on, no cancel of ours lands (settle stopped them): one that does is the
+            # server's, and goes on up once the body has been closed
+            state.pop(END_STREAM, None)
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self.body_iterator.aclose())
-        if not stream.client_gone:
+            await asyncio.shield(self.body_iterator.aclose())
+        if started and not stream.client_gone:
             await send({"type": "http.response.body", "body": b""})
 
     def _start(self) -> dict[str, object]:
@@ -84,19 +97,20 @@ class EventStream(Response):
 
 class _Ending:
     """Ends a stream from outside its task: by cancelling the task, again every RECANCEL
-    seconds until the cancel has reached the response. A single cancel is not enough: on
-    Python 3.11 `asyncio.wait_for` loses a cancel that lands as its wait ends (cpython
-    gh-86296), and redis-py waits that way for every command it sends, so a stream whose client
-    went in the middle of its first Redis command would live on."""
+    seconds until the stream settles. A single cancel is not enough: on Python 3.11
+    `asyncio.wait_for` loses a cancel that lands as its wait ends (cpython gh-86296), and
+    redis-py sends every command that way, so a stream whose client went during its first Redis
+    command would live on."""
 
-    __slots__ = ("_ended", "_sent", "_task", "client_gone", "received")
+    __slots__ = ("_again", "_ended", "_sent", "_settled", "_task", "client_gone")
 
     def __init__(self, task: asyncio.Task[object] | None) -> None:
         self._task = task
+        self._again: asyncio.TimerHandle | None = None
         self._ended = False
+        self._settled = False
         self._sent = 0
         self.client_gone = False
-        self.received = False
 
     def end_by_client(self) -> None:
         self.client_gone = True
@@ -105,29 +119,40 @@ class _Ending:
     def end_by_server(self) -> None:
         self._end()
 
+    def watcher_done(self, watcher: asyncio.Task[None]) -> None:
+        """A watcher that failed can no longer tell when the client goes: end the stream."""
+        if not watcher.cancelled() and watcher.exception() is not None:
+            self.end_by_client()
+
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
             self._cancel()
 
     def _cancel(self) -> None:
+        self._again = None
         task = self._task
-        if task is None or task.done() or self.received:
+        if task is None or task.done() or self._settled:
             return
         task.cancel()
         self._sent += 1
-        asyncio.get_running_loop().call_later(RECANCEL, self._cancel)
+        self._again = asyncio.get_running_loop().call_later(RECANCEL, self._cancel)
 
-    def was_ended(self) -> bool:
-        """Whether the cancel that reached the stream was ours alone (not also the server's);
-        called once, where the stream catches it."""
-        self.received = True
-        if not self._ended or self._task is None:
+    def settle(self) -> bool:
+        """Called by the stream's own task once it leaves its body: no more cancels are sent,
+        those of ours that landed (or were lost) are taken back; whether the stream was ended
+        by us alone (not also by the server's own cancel)."""
+        self._settled = True
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
+        if self._task is None:
             return False
         left = self._task.cancelling()
         for _ in range(min(self._sent, left)):
             left = self._task.uncancel()
-        return left == 0
+        self._sent = 0
+        return self._ended and left == 0
 
 
 async def _until_disconnect(receive: Receive, stream: _Ending) -> None:

@@ -49,6 +49,13 @@ class Mailbox:
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
+    def close(self) -> None:
+        """The hub is closing: the listener's next (or current) wait raises Overflow."""
+        self.overflowed = True
+        self._items = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     @property
     def pending(self) -> int:
         """Items waiting to be taken."""
@@ -158,8 +165,7 @@ class Hub:
                 await self._reader
         for channel in self._channels.values():
             for box in channel.listeners:
-                box.overflowed = True
-                box.put(RESYNC)
+                box.close()
         await self._drop_pubsub()
 
     @contextlib.asynccontextmanager

@@ -132,7 +132,8 @@ def test_serve_tunes_the_garbage_collector_for_many_streams() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env=_env(), cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["700", "10000", "True"]
+    before, after, frozen = done.stdout.split()
+    assert int(before) < int(after) == 10_000 and frozen == "True", done.stdout
     source = (ROOT / "cli.py").read_text()
     serve = source[source.index("def cmd_serve"):source.index("def cmd_worker")]
     assert serve.index("tune_collector()") < serve.index("uvicorn.run("), \

@@ -4,6 +4,7 @@ under the stream loses the first cancel (as asyncio.wait_for does on Python 3.11
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 
 from starlette.types import Message
@@ -101,3 +102,54 @@ async def test_head_sends_the_headers_and_never_starts_the_body() -> None:
     assert start["status"] == 200
     assert (b"content-type", b"text/event-stream; charset=utf-8") in start["headers"]
     assert end == {"type": "http.response.body", "body": b""}
+
+
+async def test_a_stream_that_ends_by_itself_after_a_lost_cancel_is_not_cancelled_later() -> None:
+    async def body() -> AsyncGenerator[bytes, None]:
+        yield b": ping\n\n"
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as wait_for loses it
+            await asyncio.Event().wait()
+        # and then the body ends by itself
+
+    client = _Client()
+
+    async def request_then_more_work() -> str:
+        await EventStream(body())(_scope(), client.receive, client.send)
+        await asyncio.sleep(0.3)  # three re-cancel periods: a stray cancel would land here
+        return "done"
+
+    task = asyncio.create_task(request_then_more_work())
+    await asyncio.wait_for(client.streaming.wait(), 5)
+    client.gone.set()
+    assert await asyncio.wait_for(task, 5) == "done"
+    assert task.cancelling() == 0
+
+
+async def test_a_shutdown_that_began_before_the_stream_ends_it_at_once() -> None:
+    started = False
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        nonlocal started
+        started = True
+        yield b"never"
+
+    client = _Client()
+    scope = _scope()
+    scope["state"] = {"kiln.end_stream": "ended"}  # what the protocol sets at shutdown
+    await asyncio.wait_for(EventStream(body())(scope, client.receive, client.send), 5)
+    assert not started
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert client.sent[-1]["body"] == b""
+
+
+async def test_a_stream_whose_disconnect_watcher_fails_ends() -> None:
+    async def body() -> AsyncGenerator[bytes, None]:
+        yield b": ping\n\n"
+        await asyncio.Event().wait()
+        yield b"never"
+
+    async def broken_receive() -> Message:
+        raise RuntimeError("the server's receive failed")
+
+    client = _Client()
+    await asyncio.wait_for(EventStream(body())(_scope(), broken_receive, client.send), 5)

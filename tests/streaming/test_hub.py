@@ -60,3 +60,12 @@ async def test_an_idle_wait_gives_none_and_an_item_as_soon_as_it_comes() -> None
     box.put((3, "{}"))
     assert [await box.wait(0), await box.wait(0), await box.wait(0)] == [(2, "{}"), (3, "{}"),
                                                                          None]
+
+
+async def test_closing_a_mailbox_wakes_its_waiting_listener() -> None:
+    box = Mailbox(limit=3)
+    waiting = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    box.close()
+    with pytest.raises(Overflow):
+        await asyncio.wait_for(waiting, 5)
