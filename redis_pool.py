@@ -50,7 +50,8 @@ async def close_idle_forever(pool: IdleClosingPool, idle_for: float, keep: int) 
     """Every `idle_for / 2` seconds, close the connections idle for `idle_for` (0: never)."""
     if idle_for <= 0:
         return
-    while True:
+    me = asyncio.current_task()
+    while me is None or not me.cancelling():  # a cancel that a disconnect lost still ends it
         await asyncio.sleep(idle_for / 2)
         closed = await pool.close_idle(idle_for, keep)
         if closed:

@@ -299,7 +299,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         last_seen = loop.time()
         answer_by: float | None = None  # set while a PING we sent awaits any reply
-        while True:
+        while not self._closing:  # close() also cancels us; a PING's send may lose that cancel
             now = loop.time()
             if answer_by is None:
                 wait = last_seen + self._ping_interval - now

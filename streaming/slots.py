@@ -131,7 +131,7 @@ class StreamSlots:
             await pipe.execute()
 
     async def _renew_forever(self) -> None:
-        while True:
+        while not self._closed:  # close() also cancels us; a renewal's send may lose that cancel
             await asyncio.sleep(RENEW_EVERY)
             try:
                 await self.renew()

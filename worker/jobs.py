@@ -275,7 +275,8 @@ class _Run:
                 await self._emit(guard, state, **kw)
                 return
             except (RedisError, OSError):
-                if time.monotonic() > deadline:
+                me = asyncio.current_task()
+                if time.monotonic() > deadline or (me is not None and me.cancelling()):
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

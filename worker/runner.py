@@ -72,6 +72,7 @@ class KilnWorker(Worker):
         await log_redis_info(self.pool, log.info)
         self.ctx["redis"] = self.pool
         while True:
+            _raise_if_cancelled()  # a cancel that redis-py's wait_for lost mid-poll
             self._wake.clear()
             await self._poll_iteration()
             if self.burst:

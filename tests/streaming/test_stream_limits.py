@@ -220,3 +220,24 @@ async def test_a_slot_given_back_after_the_process_closed_its_slots_is_left_to_l
             "nothing is written once the slots are closed: the lease lapses by itself"
     finally:
         await client.aclose()
+
+
+async def test_closing_the_slots_ends_a_renewer_that_lost_its_cancel(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streaming.slots.RENEW_EVERY", 0.01)
+    client = redis_async.Redis.from_url(redis_url)
+    slots = StreamSlots(client)
+    renewing = asyncio.Event()
+
+    async def renew_that_loses_a_cancel() -> None:
+        renewing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # as redis-py's wait_for may
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(slots, "renew", renew_that_loses_a_cancel)
+    try:
+        async with (await slots.take("s1", CAP)).held():
+            await asyncio.wait_for(renewing.wait(), 5)
+            await asyncio.wait_for(slots.close(), 5)
+    finally:
+        await client.aclose()

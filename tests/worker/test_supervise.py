@@ -7,7 +7,8 @@ from typing import cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from worker.runner import KilnWorker, supervise
+from services import Services
+from worker.runner import KilnWorker, supervise, worker_options
 
 
 class _CancelTurnedIntoAnError:
@@ -53,3 +54,28 @@ async def test_an_outage_only_pauses_the_worker() -> None:
     worker = _Outage()
     await asyncio.wait_for(supervise(cast(KilnWorker, worker)), 5)
     assert worker.runs == 3
+
+
+async def test_a_worker_whose_poll_lost_a_cancel_stops_at_its_next_poll(
+        services: Services) -> None:
+    worker = KilnWorker(**worker_options(services.settings), redis_pool=services.redis,
+                        handle_signals=False, ctx={})
+    lost = 0
+    polling = asyncio.Event()
+
+    async def poll_that_loses_a_cancel() -> None:
+        nonlocal lost
+        polling.set()
+        if not lost:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                lost += 1  # as redis-py's wait_for loses a cancel that lands as its send ends
+
+    worker._poll_iteration = poll_that_loses_a_cancel  # type: ignore[method-assign]
+    loop = asyncio.create_task(worker.main())
+    await asyncio.wait_for(polling.wait(), 5)
+    loop.cancel()
+    done, _ = await asyncio.wait({loop}, timeout=5)
+    assert done, "the worker polled on after its cancel was lost"
+    assert loop.cancelled() and lost == 1
