@@ -185,14 +185,17 @@ async def test_a_stalled_redis_answers_503_fast_and_the_page_still_loads(
         *api_answers, (health, health_took), (page, page_took) = answered
         for response, _ in api_answers:
             _assert_unavailable(response)
-        # Each request waits out one 2 s Redis timeout; the rest is this process's CPU (the
-        # server and 200 clients share one GIL on two cores). Queued behind one another, as
-        # redis 5's plain ConnectionPool connected, they would take minutes.
+        # A request waits at most twice the 2 s Redis timeout: once for one of the pool's 64
+        # connections (201 requests at once), once for its command; the rest is this process's
+        # CPU (the server and 201 clients share one GIL on two cores, after everything the
+        # session ran before: 5.2 and 5.6 s at the end of full runs, 4.6–4.8 s alone).
+        # Queued behind one another, as redis 5's plain ConnectionPool connected, they would
+        # take minutes.
         took = sorted(took for _, took in api_answers)
-        assert took[len(took) // 2] < 3.0, f"median 503 after {took[len(took) // 2]:.2f} s"
-        assert took[-1] < 5.0, f"slowest 503 after {took[-1]:.2f} s"
+        assert took[len(took) // 2] < 4.0, f"median 503 after {took[len(took) // 2]:.2f} s"
+        assert took[-1] < 7.0, f"slowest 503 after {took[-1]:.2f} s"
         assert health.status_code == 503 and health.json()["status"] == "degraded"
-        assert health_took < 3.0
+        assert health_took < 4.0  # 2.9 s alone: its one 2 s timeout, and the same CPU
         assert page.status_code == 200 and page_took < 1.0
         logging.getLogger("kiln.test").info("stall: slowest 503 after %.2f s, healthz %.2f s",
                                             took[-1], health_took)
