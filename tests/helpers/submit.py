@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from records.queue import new_task_identity
+from records.events import Guard, TaskIdentity, TaskState
+from records.queue import job_id, new_task_identity
 from services import Services
 
 
@@ -16,3 +17,17 @@ async def submit_stub(services: Services, tmp_path: Path) -> str:
     services.storage.adopt(who.task_id, [(source.name, source)])
     assert await services.queue.submit(who, format="obj", size=8, files=[source.name])
     return who.task_id
+
+
+async def submit_claimed_elsewhere(services: Services, tmp_path: Path, *, run: str,
+                                   job: bool = True) -> tuple[str, TaskIdentity]:
+    """A stub task that another worker's `run` claimed as attempt 1 (STARTED, its lease held),
+    its arq job still queued as arq keeps it; with `job`, the claim names that job, as a real
+    claim does. The task's id and identity."""
+    tid = await submit_stub(services, tmp_path)
+    record = await services.tasks.get(tid)
+    assert record is not None
+    assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
+                                      attempt=1, run=run, stage="starting",
+                                      fields={"job": job_id(tid, 1)} if job else None)
+    return tid, record.identity

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from records import keys
-from records.events import Guard, TaskState
+from records.events import TaskState
 from records.queue import job_id
 from services import Services
 from settings import Settings
-from tests.helpers.submit import submit_stub
+from tests.helpers.submit import submit_claimed_elsewhere, submit_stub
 from worker.runner import KilnWorker, build_worker, running_worker
 from worker.sweep import Sweeper
 
@@ -91,13 +91,8 @@ async def test_graceful_restarts_never_use_up_the_attempts(
 
 async def test_a_duplicate_delivery_waits_for_the_live_run_instead_of_dropping_the_job(
         services: Services, tmp_path: Path) -> None:
-    tid = await submit_stub(services, tmp_path)
-    record = await services.tasks.get(tid)
-    assert record is not None
     # another worker claimed it (and holds its lease); its job is still queued, as arq keeps it
-    assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
-                                      attempt=1, run="elsewhere", stage="starting",
-                                      fields={"job": job_id(tid, 1)})
+    tid, _ = await submit_claimed_elsewhere(services, tmp_path, run="elsewhere")
     async with running_worker(services, pipelines=STEPS):
         # the delivery found a live lease: the job must stay queued, deferred past the lease
         async with asyncio.timeout(10):
@@ -122,11 +117,7 @@ async def _now_ms(services: Services) -> int:
 
 async def test_the_sweep_requeues_a_running_task_that_has_no_lease_and_no_job(
         services: Services, tmp_path: Path) -> None:
-    tid = await submit_stub(services, tmp_path)
-    record = await services.tasks.get(tid)
-    assert record is not None
-    assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
-                                      attempt=1, run="gone", fields={"job": job_id(tid, 1)})
+    tid, _ = await submit_claimed_elsewhere(services, tmp_path, run="gone")
     # its run vanished and arq forgot the job: nothing would ever run it again
     await services.redis.delete(keys.run_lease(tid))
     await services.redis.zrem(keys.QUEUE, job_id(tid, 1))

@@ -13,7 +13,7 @@ from records.queue import PROCESS_ASSET, job_id, new_task_identity
 from services import Services, open_services
 from settings import Settings
 from tests.conftest import CORPUS
-from tests.helpers.submit import submit_stub
+from tests.helpers.submit import submit_claimed_elsewhere, submit_stub
 from worker.runner import running_worker
 
 STEPS = {"mesh": "tests.helpers.pipelines:steps", "texture": "tests.helpers.pipelines:steps"}
@@ -48,18 +48,15 @@ async def test_a_job_delivered_twice_runs_once(services: Services, tmp_path: Pat
 
 async def test_a_lost_run_gets_a_new_attempt_and_its_stale_events_are_refused(
         services: Services, tmp_path: Path) -> None:
-    tid = await submit_stub(services, tmp_path)
-    record = await services.tasks.get(tid)
-    assert record is not None
     # a worker claimed attempt 1 and died: its job is still queued, as arq leaves it
-    assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
-                                      attempt=1, run="dead-run", stage="starting")
+    tid, identity = await submit_claimed_elsewhere(services, tmp_path, run="dead-run",
+                                                   job=False)
     await services.redis.delete(keys.run_lease(tid))  # its lease lapsed with it
     await _drain(services)
     log = await _log(services)
     assert _states(log) == ["PENDING", "STARTED", "RETRY", "STARTED", "SUCCESS"]
     assert [e["attempt"] for e in log if e["state"] == "SUCCESS"] == [2]
-    late = await services.events.emit(record.identity, Guard.RUN, TaskState.SUCCESS,
+    late = await services.events.emit(identity, Guard.RUN, TaskState.SUCCESS,
                                       attempt=1, run="dead-run", stage="done")
     assert late is None
     assert _states(await _log(services)).count("SUCCESS") == 1
