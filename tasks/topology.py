@@ -21,7 +21,7 @@ def weld(vertices: NDArray[np.float64], faces: NDArray[np.int64]
     None in the (astronomically rare) case of a hash collision, for the caller's slower path."""
     rounded = np.round(vertices, WELD_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
     bits = np.ascontiguousarray(rounded).view(np.uint64)
-    hashed = bits[:, 0] * _MIX[0] ^ bits[:, 1] * _MIX[1] ^ bits[:, 2] * _MIX[2]
+    hashed = _hashed(bits)
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
     if not np.array_equal(rounded[first][inverse], rounded):
         return None
@@ -35,6 +35,20 @@ def weld(vertices: NDArray[np.float64], faces: NDArray[np.int64]
     used[renumbered] = True  # positions only unreferenced vertices had are dropped
     compact = np.cumsum(used) - 1
     return vertices[first[order][used]], compact[renumbered]
+
+
+def _hashed(bits: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """A 64-bit hash of each row of three: every bit of each word reaches every bit of the hash.
+
+    (Multiplying alone would not: flipping two signs, as +x+y against -x-y, changes only the
+    top bit of two products, and they cancel; a box centred on the origin collided everywhere.)
+    """
+    hashed = np.zeros(len(bits), dtype=np.uint64)
+    for axis, mix in enumerate(_MIX):
+        hashed ^= bits[:, axis]
+        hashed *= mix
+        hashed ^= hashed >> np.uint64(31)
+    return hashed
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,33 @@ def surface_facts(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> Su
     if watertight and winding:
         # divergence theorem: a·((b−a)×(c−a)) = a·(b×c), so the area's cross products serve
         volume = abs(float(np.einsum("ij,ij->", a, normals))) / 6.0
-    return SurfaceFacts(area, watertight, winding, volume, _bodies(edges, len(vertices)))
+    bodies, _ = _bodies(edges, len(vertices))
+    return SurfaceFacts(area, watertight, winding, volume, bodies)
+
+
+def facing(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> int:
+    """1 when the faces close every body with their fronts (counter-clockwise) outwards, -1 when
+    every body is closed inside out, 0 otherwise (open, inconsistently wound, or mixed).
+
+    Seen from outside, a closed body's faces that turn away from the viewer are always behind
+    its others: with 1 (or -1), a drawing may skip them (or the others) unseen.
+    """
+    welded = weld(vertices, faces)
+    if welded is None or not len(welded[1]):
+        return 0
+    points, triangles = welded
+    edges = triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    if _closed(edges, len(points)) != (True, True):
+        return 0
+    count, labels = _bodies(edges, len(points))
+    a, b, c = (points[triangles[:, i]] for i in range(3))
+    signed = np.einsum("ij,ij->i", a, np.cross(b, c))  # six times each face's signed volume
+    volumes = np.bincount(labels[triangles[:, 0]], signed, count)  # welded: no bare vertex
+    if (volumes > 0).all():
+        return 1
+    if (volumes < 0).all():
+        return -1
+    return 0
 
 
 def _closed(edges: NDArray[np.int64], vertex_count: int) -> tuple[bool, bool]:
@@ -76,8 +116,9 @@ def _closed(edges: NDArray[np.int64], vertex_count: int) -> tuple[bool, bool]:
     return True, bool((first[:, 0] == second[:, 1]).all())
 
 
-def _bodies(edges: NDArray[np.int64], vertex_count: int) -> int:
+def _bodies(edges: NDArray[np.int64], vertex_count: int) -> tuple[int, NDArray[np.int32]]:
+    """How many connected groups of vertices there are, and each vertex's group."""
     graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
                        shape=(vertex_count, vertex_count))
-    count, _ = connected_components(graph, directed=False)
-    return int(count)
+    count, labels = connected_components(graph, directed=False)
+    return int(count), labels
