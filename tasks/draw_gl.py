@@ -22,65 +22,43 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tasks.scene import AMBIENT, DIFFUSE, LIGHT, MARGIN, SMOOTH_ANGLE, Frame, Scene
+from tasks.scene import (
+    AMBIENT,
+    DIFFUSE,
+    LIGHT,
+    MARGIN,
+    NORMAL_CHUNK,
+    Frame,
+    Scene,
+    corner_normals,
+)
 
 _VERTEX = """
 #version 330
 in vec3 in_position;
-in vec3 in_normal;
+in vec3 in_normal;          // the corner's shading normal (see `_crease_corners_split`)
 in vec3 in_color;
 in vec2 in_uv;
 uniform mat3 rotation;      // model -> view (x right, y up, z towards the camera)
 uniform vec3 centre;        // view-space point at the middle of the frame
 uniform vec3 scale;         // view units -> clip units
-out vec3 v_position;
 out vec3 v_normal;
 out vec3 v_color;
 out vec2 v_uv;
 void main() {
     vec3 view = rotation * in_position - centre;
     gl_Position = vec4(view * scale, 1.0);
-    v_position = in_position;
     v_normal = in_normal;
     v_color = in_color;
     v_uv = in_uv;
 }
 """
 
-_GEOMETRY = """
-#version 330
-layout(triangles) in;
-layout(triangle_strip, max_vertices = 3) out;
-in vec3 v_position[];
-in vec3 v_normal[];
-in vec3 v_color[];
-in vec2 v_uv[];
-uniform float smooth_cos;
-out vec3 g_normal;
-out vec3 g_color;
-out vec2 g_uv;
-void main() {
-    vec3 cross_ = cross(v_position[1] - v_position[0], v_position[2] - v_position[0]);
-    float area = length(cross_);
-    vec3 flat_ = area > 0.0 ? cross_ / area : vec3(0.0);
-    for (int i = 0; i < 3; i++) {
-        // a corner keeps its smooth normal within SMOOTH_ANGLE of the face, turned like the face
-        float agree = dot(v_normal[i], flat_);
-        g_normal = abs(agree) >= smooth_cos ? v_normal[i] * sign(agree) : flat_;
-        g_color = v_color[i];
-        g_uv = v_uv[i];
-        gl_Position = gl_in[i].gl_Position;
-        EmitVertex();
-    }
-    EndPrimitive();
-}
-"""
-
 _FRAGMENT = """
 #version 330
-in vec3 g_normal;
-in vec3 g_color;
-in vec2 g_uv;
+in vec3 v_normal;
+in vec3 v_color;
+in vec2 v_uv;
 uniform vec3 light;        // unit, in model space
 uniform bool textured;
 uniform sampler2D image;
@@ -89,8 +67,8 @@ uniform float diffuse;
 out vec4 colour;
 void main() {
     // v = 0 is the image's bottom row; the texture's first row is the image's top
-    vec3 base = textured ? texture(image, vec2(g_uv.x, 1.0 - g_uv.y)).rgb : g_color;
-    float lambert = abs(dot(g_normal, light)) / max(length(g_normal), 1e-12);
+    vec3 base = textured ? texture(image, vec2(v_uv.x, 1.0 - v_uv.y)).rgb : v_color;
+    float lambert = abs(dot(v_normal, light)) / max(length(v_normal), 1e-12);
     colour = vec4(base * (ambient + diffuse * lambert), 1.0);
 }
 """
@@ -104,9 +82,9 @@ void main() {
 }
 """
 
-_AVERAGE = """
+_AVERAGE_SAMPLES = """
 #version 330
-uniform sampler2DMS samples;
+uniform sampler2DMS drawn;
 uniform int count;
 out vec4 colour;
 void main() {
@@ -114,9 +92,23 @@ void main() {
     ivec2 pixel = ivec2(gl_FragCoord.xy);
     vec4 total = vec4(0.0);
     for (int i = 0; i < count; i++)
-        total += texelFetch(samples, pixel, i);
+        total += texelFetch(drawn, pixel, i);
     float covered = total.a;
     colour = vec4(covered > 0.0 ? total.rgb / covered : vec3(0.0), covered / float(count));
+}
+"""
+
+_AVERAGE_BLOCKS = """
+#version 330
+uniform sampler2D drawn;
+out vec4 colour;
+void main() {
+    // the same average over the pixel's 2 x 2 block of a drawing twice as large
+    ivec2 pixel = ivec2(gl_FragCoord.xy) * 2;
+    vec4 total = texelFetch(drawn, pixel, 0) + texelFetch(drawn, pixel + ivec2(1, 0), 0)
+        + texelFetch(drawn, pixel + ivec2(0, 1), 0) + texelFetch(drawn, pixel + ivec2(1, 1), 0);
+    float covered = total.a;
+    colour = vec4(covered > 0.0 ? total.rgb / covered : vec3(0.0), covered * 0.25);
 }
 """
 
@@ -127,6 +119,8 @@ MAX_SAMPLES = 32 * 1024 * 1024
 # llvmpipe maps about 660 MiB of address space (thread stacks, code) when its context is made
 CONTEXT_ROOM = 1 << 30
 SAMPLES = 4
+BLOCKS_MIN_FACES = 5_000
+"""From this many faces, anti-aliasing draws twice as large rather than multisampled."""
 _lock = threading.RLock()
 _context: Any = None
 
@@ -147,15 +141,18 @@ def available() -> bool:
 class _Programs:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.mesh = ctx.program(vertex_shader=_VERTEX, geometry_shader=_GEOMETRY,
-                                fragment_shader=_FRAGMENT)
-        self.average = ctx.program(vertex_shader=_QUAD, fragment_shader=_AVERAGE)
-        self.quad = ctx.vertex_array(self.average, [])
-        self.mesh["smooth_cos"].value = math.cos(math.radians(SMOOTH_ANGLE))
+        self.mesh = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         self.mesh["ambient"].value = AMBIENT
         self.mesh["diffuse"].value = DIFFUSE
         self.mesh["image"].value = 0
-        self.average["samples"].value = 0
+        # each averages what the drawing's texture unit 0 holds, over the quad's pixels
+        self.averages = {way: ctx.program(vertex_shader=_QUAD, fragment_shader=source)
+                         for way, source in (("samples", _AVERAGE_SAMPLES),
+                                             ("blocks", _AVERAGE_BLOCKS))}
+        self.quads = {way: ctx.vertex_array(program, [])
+                      for way, program in self.averages.items()}
+        for program in self.averages.values():
+            program["drawn"].value = 0
         self._targets: dict[tuple[int, int, int | None], tuple[Any, ...]] = {}
 
     def target(self, width: int, height: int, samples: int | None) -> Any:
@@ -226,52 +223,75 @@ def _address_space_left() -> int:
     return max(0, limit - used)
 
 
+def antialiasing(faces: int, width: int, height: int, largest: int) -> str | None:
+    """How a drawing of `faces` faces on width x height pixels is anti-aliased, cheapest first.
+
+    "samples": multisampled, SAMPLES a pixel; "blocks": drawn twice as large, each 2 x 2 block
+    averaged (where twice the size is within `largest`, GL's largest texture); None: neither
+    fits in MAX_SAMPLES. llvmpipe's multisampling costs little per pixel
+    but much per face (it rasterises small faces once a sample), so many faces go by blocks.
+    """
+    if width * height * SAMPLES > MAX_SAMPLES:
+        return None
+    if faces >= BLOCKS_MIN_FACES and 2 * max(width, height) <= largest:
+        return "blocks"
+    return "samples"
+
+
 def draw_views(
     scene: Scene, rotations: Sequence[NDArray[np.float64]], frames: Sequence[Frame],
-    size: int, columns: int, antialias: bool,
+    size: int, columns: int, antialias: bool, facing: int = 0,
 ) -> NDArray[np.uint8]:
     """Views laid out left to right, top to bottom in `columns` cells of size x size: RGBA uint8.
 
-    Anti-aliased, every view is drawn with SAMPLES samples per pixel and each pixel's colour is
-    averaged over the samples the model covers (its alpha is their share), as `draw_numpy`
-    averages its 2 x 2 blocks. Only the box around the model's bounds is averaged in each cell:
-    the rest stays transparent, as do cells without a view.
+    `facing` (`tasks.topology.facing` of the scene): 1 skips faces seen from behind, -1 faces
+    seen from the front; only for a scene whose every body is closed and wound that way.
+
+    Anti-aliased (see `antialiasing`), each pixel's colour is averaged over the samples the
+    model covers (its alpha is their share), as `draw_numpy` averages its 2 x 2 blocks. Only the
+    box around the model's bounds is averaged in each cell: the rest stays transparent, as do
+    cells without a view.
     """
     gl = _programs()
     ctx = gl.ctx
     rows = -(-len(rotations) // columns)
     width, height = columns * size, rows * size
-    # multisampled colour and depth cost 8 bytes a sample: a very tall sprite goes without
-    samples = SAMPLES if antialias and width * height * SAMPLES <= MAX_SAMPLES else 0
+    largest = int(ctx.info["GL_MAX_TEXTURE_SIZE"])
+    way = antialiasing(len(scene.faces), width, height, largest) if antialias else None
+    scale = 2 if way == "blocks" else 1
     boxes = []
     used = scene.coords[:, scene.used]  # once: every view frames and clips by these points
     corners = _box_corners(used)
     with _lock, _scene_on_gpu(gl, scene) as draw, _state_restored(ctx):
-        drawn = gl.target(width, height, samples)
+        drawn = gl.target(width * scale, height * scale, SAMPLES if way == "samples" else 0)
         drawn.use()
         drawn.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
+        if facing:
+            ctx.enable(ctx.CULL_FACE)
+            ctx.front_face = "ccw" if facing > 0 else "cw"
         for i, (rotation, frame) in enumerate(zip(rotations, frames, strict=True)):
             row, column = divmod(i, columns)
             # GL counts rows from the bottom: the first row of cells is the top one
             left, bottom = column * size, (rows - 1 - row) * size
-            ctx.viewport = (left, bottom, size, size)
+            ctx.viewport = (left * scale, bottom * scale, size * scale, size * scale)
             _set_camera(gl, used, rotation, frame)
             draw()
             x0, y0, x1, y1 = _bounds_in_cell(corners, rotation, frame, size)
             boxes.append((left + x0, bottom + y0, x1 - x0, y1 - y0))
-        ctx.disable(ctx.DEPTH_TEST)
-        if samples:
+        ctx.disable(ctx.DEPTH_TEST | ctx.CULL_FACE)
+        if way:
             averaged = gl.target(width, height, None)
             averaged.use()
             averaged.clear(0.0, 0.0, 0.0, 0.0)
             ctx.viewport = (0, 0, width, height)
             drawn.color_attachments[0].use(0)
-            gl.average["count"].value = samples
+            if way == "samples":
+                gl.averages[way]["count"].value = SAMPLES
             for box in boxes:
                 if box[2] > 0 and box[3] > 0:
                     ctx.scissor = box
-                    gl.quad.render(vertices=3)
+                    gl.quads[way].render(vertices=3)
             drawn = averaged
         pixels = drawn.read(components=4)
     image = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 4)
@@ -285,7 +305,8 @@ def _state_restored(ctx: Any) -> Iterator[None]:
         yield
     finally:
         ctx.scissor = None
-        ctx.disable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.DEPTH_TEST | ctx.CULL_FACE)
+        ctx.front_face = "ccw"
 
 
 def _box_corners(used: NDArray[np.float64]) -> NDArray[np.float64] | None:
@@ -332,15 +353,17 @@ def _set_camera(gl: _Programs, used: NDArray[np.float64], rotation: NDArray[np.f
 def _scene_on_gpu(gl: _Programs, scene: Scene) -> Iterator[Any]:
     """Upload the scene once; yields a function that draws it, part by part."""
     ctx = gl.ctx
+    source, normals, faces = _crease_corners_split(scene)
     count = scene.coords.shape[1]
-    uv = scene.uv if scene.uv is not None else np.zeros((count, 2))
+    uv = scene.uv if scene.uv is not None else np.zeros((count, 2), dtype=np.float32)
     buffers = [
-        ctx.buffer(np.ascontiguousarray(scene.coords.T, dtype=np.float32)),
-        ctx.buffer(np.ascontiguousarray(scene.vertex_normals, dtype=np.float32)),
-        ctx.buffer(np.ascontiguousarray(scene.colors[:, :3], dtype=np.uint8)),
-        ctx.buffer(np.ascontiguousarray(uv, dtype=np.float32)),
+        ctx.buffer(np.ascontiguousarray(scene.coords.T[source], dtype=np.float32)),
+        ctx.buffer(normals),
+        ctx.buffer(np.ascontiguousarray(scene.colors[source, :3], dtype=np.uint8)),
+        ctx.buffer(np.ascontiguousarray(uv[source], dtype=np.float32)),
     ]
-    indices = ctx.buffer(np.ascontiguousarray(scene.faces, dtype=np.uint32))
+    indices = ctx.buffer(faces)
+    del source, normals, faces
     layout = [(buffers[0], "3f", "in_position"), (buffers[1], "3f", "in_normal"),
               (buffers[2], "3f1", "in_color"), (buffers[3], "2f", "in_uv")]
     vao = ctx.vertex_array(gl.mesh, layout, index_buffer=indices, index_element_size=4)
@@ -362,6 +385,32 @@ def _scene_on_gpu(gl: _Programs, scene: Scene) -> Iterator[Any]:
     finally:
         for item in (vao, indices, *buffers, *images.values()):
             item.release()
+
+
+def _crease_corners_split(
+    scene: Scene,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.uint32]]:
+    """The vertices to draw, with the shading normal of every corner (`scene.corner_normals`).
+
+    A corner whose shading normal is not its vertex's smooth one (a crease, or a face turned
+    the other way) gets a vertex of its own. Returns each drawn vertex's scene vertex, its
+    normal, and the faces re-indexed: the scene's vertices first, in order, then the added ones.
+    (A geometry shader that picked the normal per corner cost llvmpipe a fifth of the drawing.)
+    """
+    count = scene.coords.shape[1]
+    faces = np.array(scene.faces, dtype=np.uint32)
+    sources, normals = [np.arange(count)], [scene.vertex_normals]
+    added = count
+    for first in range(0, len(faces), NORMAL_CHUNK):
+        block = scene.faces[first:first + NORMAL_CHUNK]
+        shading = corner_normals(scene, block)
+        face, corner = np.nonzero((shading != scene.vertex_normals[block]).any(axis=2))
+        if len(face):
+            faces[first + face, corner] = np.arange(added, added + len(face))
+            sources.append(block[face, corner])
+            normals.append(shading[face, corner])
+            added += len(face)
+    return (np.concatenate(sources), np.ascontiguousarray(np.concatenate(normals)), faces)
 
 
 def _texture(ctx: Any, image: NDArray[np.uint8]) -> Any:

@@ -6,8 +6,6 @@ set up per visible face and interpolated per pixel, a block of pixels at a time.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -17,12 +15,10 @@ from tasks.scene import (
     DIFFUSE,
     LIGHT,
     MARGIN,
-    SMOOTH_ANGLE,
     Frame,
     Scene,
-    face_cross,
+    corner_normals,
     project,
-    unit,
 )
 
 SHADE_CHUNK = 262_144  # pixels shaded per pass: bounds memory
@@ -74,7 +70,7 @@ class _VisibleFaces:
     ) -> None:
         corners = scene.faces[seen]
         self.planes = barycentric_planes(x, y, corners)
-        table = np.concatenate([_corner_normals(scene, corners), scene.colors[corners]], axis=2)
+        table = np.concatenate([corner_normals(scene, corners), scene.colors[corners]], axis=2)
         self.corners = [np.ascontiguousarray(table[:, corner]) for corner in range(3)]
         self.light = (rotation.T @ (np.asarray(LIGHT) / np.linalg.norm(LIGHT))).astype(np.float32)
         self.textures = scene.textures
@@ -107,17 +103,6 @@ def _visible(face: NDArray[np.int64], count: int) -> tuple[NDArray[np.int64], ND
     position = np.empty(count, dtype=np.int64)
     position[seen] = np.arange(len(seen))
     return seen, position[face]
-
-
-def _corner_normals(scene: Scene, corners: NDArray[np.int64]) -> NDArray[np.float32]:
-    """(u, 3, 3) shading normals at the corners of faces: smooth unless the edge is a crease."""
-    flat = unit(face_cross(scene.coords, corners))
-    normals = scene.vertex_normals[corners]
-    agree = np.einsum("kcj,kj->kc", normals, flat)
-    smooth = np.abs(agree) >= math.cos(math.radians(SMOOTH_ANGLE))
-    # a flipped neighbour's normal points the other way: orient every corner like its face
-    normals *= np.sign(agree)[:, :, None]
-    return np.where(smooth[:, :, None], normals, flat[:, None, :])
 
 
 def _lambert(normal: NDArray[np.float32], light: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -25,7 +25,7 @@ from tasks.mesh_load import LoadedModel, Source, load_model
 from tasks.mesh_stats import Measured, measure, mesh_instances
 from tasks.progress import Artifact, Payload, Progress, Result
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
-from tasks.web_model import Lods, write_glb, write_lods
+from tasks.web_model import Lods, keep_encoded_textures, write_glb, write_lods
 
 TURNTABLE_COLUMNS = 6
 TURNTABLE_FACES = 60_000
@@ -63,6 +63,7 @@ def process(payload: Payload, progress: Progress) -> Result:
                     write_lods, welded, artifacts_dir, lod_min_faces)))
 
         model, measured = _load_and_measure(payload, progress, start_lods)
+        keep_encoded_textures(model.scene)  # before drawing decodes them
         faces = measured.stats["faces"]
         stats = {"format": model.format, **measured.stats, **model.notes}
         artifacts: list[Artifact] = []

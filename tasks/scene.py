@@ -191,6 +191,19 @@ def _vertex_normals(coords: NDArray[np.float64], faces: NDArray[np.int64]) -> ND
     return unit(summed)
 
 
+def corner_normals(scene: Scene, corners: NDArray[np.int64]) -> NDArray[np.float32]:
+    """(u, 3, 3) shading normals at the corners of faces `corners` (u, 3): a corner keeps its
+    vertex's smooth normal, turned like its face, within SMOOTH_ANGLE of the face's normal, and
+    takes the face's own where the edge is a crease."""
+    flat = unit(face_cross(scene.coords, corners))
+    normals = scene.vertex_normals[corners]
+    agree = np.einsum("kcj,kj->kc", normals, flat)
+    smooth = np.abs(agree) >= math.cos(math.radians(SMOOTH_ANGLE))
+    # a flipped neighbour's normal points the other way: orient every corner like its face
+    normals *= np.sign(agree)[:, :, None]
+    return np.where(smooth[:, :, None], normals, flat[:, None, :])
+
+
 def face_cross(coords: NDArray[np.float64], faces: NDArray[np.int64]) -> NDArray[np.float64]:
     """Each face's edge cross product: its normal scaled by twice its area."""
     a, b, c = (faces[:, i] for i in range(3))

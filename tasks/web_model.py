@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ LOD_RATIOS = (0.5, 0.1)
 TEXTURE_SLOTS = ("image", "baseColorTexture", "metallicRoughnessTexture", "normalTexture",
                  "occlusionTexture", "emissiveTexture")
 """Where trimesh's materials keep their images."""
+ENCODED = "kiln_encoded"
+"""The attribute of a texture image that holds the bytes it was read from."""
 
 
 def write_glb(scene: trimesh.Scene, target: Path) -> Artifact:
@@ -33,20 +37,54 @@ def write_glb(scene: trimesh.Scene, target: Path) -> Artifact:
     return {"name": target.name, "media_type": "model/gltf-binary", "size": len(data)}
 
 
-def _encode_textures_fast(scene: trimesh.Scene) -> None:
-    """Ask Pillow for fast texture encodings when trimesh re-encodes them into the GLB.
+def keep_encoded_textures(scene: trimesh.Scene) -> None:
+    """Note each texture's PNG or JPEG bytes while the image still holds them (decoding it lets
+    go of them): `write_glb` then embeds them as they are."""
+    for image in _textures(scene):
+        read = getattr(image, "fp", None)
+        if image.format in ("PNG", "JPEG") and isinstance(read, io.BytesIO):
+            setattr(image, ENCODED, read.getvalue())
 
-    trimesh saves every image again (PNG at zlib level 6: 0.25 s for a 1024 px texture; JPEG at
-    quality 75, a generation lost). Pillow reads options set on the image itself: PNG at level 1
-    (several times faster), JPEG with its own quantisation tables kept.
+
+def _encode_textures_fast(scene: trimesh.Scene) -> None:
+    """Spare trimesh re-encoding every texture into the GLB (0.25 s for a 1024 px PNG).
+
+    A texture as it was read from a PNG or JPEG (`keep_encoded_textures`) goes in as those very
+    bytes, which loading it checked. The rest are encoded with options Pillow reads from the
+    image itself: PNG at level 1 (several times faster than trimesh's 6), JPEG with its own
+    quantisation tables kept (trimesh's quality 75 would lose a generation).
     """
+    keep_encoded_textures(scene)  # those not decoded yet
+    for image in _textures(scene):
+        encoded = getattr(image, ENCODED, None)
+        if isinstance(encoded, bytes):
+            image.save = _saves_as_read(image, encoded)  # type: ignore[method-assign]
+            continue
+        keep_jpeg = image.format == "JPEG" and image.mode in ("L", "RGB", "CMYK")
+        image.encoderinfo = {"quality": "keep"} if keep_jpeg else {"compress_level": 1}
+
+
+def _textures(scene: trimesh.Scene) -> Iterator[Image.Image]:
     for geometry in scene.geometry.values():
         material = getattr(getattr(geometry, "visual", None), "material", None)
         for slot in TEXTURE_SLOTS:
             image = getattr(material, slot, None)
             if isinstance(image, Image.Image):
-                keep_jpeg = image.format == "JPEG" and image.mode in ("L", "RGB", "CMYK")
-                image.encoderinfo = {"quality": "keep"} if keep_jpeg else {"compress_level": 1}
+                yield image
+
+
+def _saves_as_read(image: Image.Image, encoded: bytes) -> Callable[..., None]:
+    """`image.save` that writes `encoded` (the bytes the image was read from) when asked for
+    the format they are in, and saves as Pillow does otherwise."""
+    save = image.save
+
+    def saved(target: Any, format: str | None = None, **params: Any) -> None:  # noqa: A002
+        if format is not None and format.upper() == image.format and hasattr(target, "write"):
+            target.write(encoded)
+        else:
+            save(target, format, **params)
+
+    return saved
 
 
 @dataclass

@@ -12,11 +12,12 @@ import pytest
 import trimesh
 from PIL import Image
 
-from tasks import draw_gl
+from tasks import draw_gl, topology
 from tasks.archive import ArchiveLimits
 from tasks.mesh import surfaces
 from tasks.mesh_load import Source, load_model
 from tasks.render import Surface, render_turntable, render_view, renderer
+from tasks.scene import prepare, turntable_frame, view_rotation
 from tests.conftest import corpus
 from tests.helpers.images import ssim
 from tests.helpers.payloads import limits as all_limits
@@ -137,3 +138,61 @@ def test_anti_aliasing_is_bounded_by_the_samples_it_would_take() -> None:
     assert tall.size == (1536, 15360)
     alpha = np.asarray(tall)[..., 3]
     assert set(np.unique(alpha).tolist()) == {0, 255}  # drawn, without anti-aliasing
+
+
+def test_many_faces_are_anti_aliased_by_blocks_and_few_by_samples() -> None:
+    many, few = draw_gl.BLOCKS_MIN_FACES, draw_gl.BLOCKS_MIN_FACES - 1
+    assert draw_gl.antialiasing(many, 1536, 1024, 16384) == "blocks"
+    assert draw_gl.antialiasing(few, 1536, 1024, 16384) == "samples"
+    # twice the size must fit in a texture; more samples than MAX_SAMPLES: no anti-aliasing
+    assert draw_gl.antialiasing(many, 1000, 8300, 16384) == "samples"
+    assert draw_gl.antialiasing(many, 1536, 15360, 16384) is None
+
+
+@pytest.mark.parametrize("way", ["blocks", "samples"])
+def test_both_ways_of_anti_aliasing_draw_the_numpy_picture(
+    way: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = parts_of("OBJ/spider.obj", "obj", tmp_path)
+    monkeypatch.setattr(draw_gl, "BLOCKS_MIN_FACES", 1 if way == "blocks" else 10**9)
+    seen: list[str | None] = []
+    choose = draw_gl.antialiasing
+
+    def chosen(*args: int) -> str | None:
+        seen.append(choose(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(draw_gl, "antialiasing", chosen)
+    gl = render_view(parts, size=256, using="gl")
+    assert seen == [way]
+    alpha = np.asarray(gl)[..., 3]
+    assert ((alpha > 0) & (alpha < 255)).any()  # edges partly covered
+    assert ssim(gl, render_view(parts, size=256, using="numpy")) >= 0.97
+
+
+def test_a_closed_model_turns_the_same_with_its_hidden_faces_skipped(tmp_path: Path) -> None:
+    inside_out = trimesh.creation.icosphere(subdivisions=2)
+    inside_out.invert()
+    models = {
+        "open": parts_of("STL/sphereWithHole.stl", "stl", tmp_path),  # nothing skipped
+        "box": parts_of("glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", "glb", tmp_path),
+        "inside out": [Surface(vertices=inside_out.vertices, faces=inside_out.faces)],
+    }
+    facing = {"open": 0, "box": 1, "inside out": -1}
+    for name, parts in models.items():
+        scene = prepare(parts, None)
+        assert scene is not None
+        assert topology.facing(scene.coords.T, scene.faces) == facing[name], name
+        rotations = [view_rotation(30.0 * i, 20.0) for i in range(12)]
+        frame = turntable_frame(scene, rotations)
+        drawn = [draw_gl.draw_views(scene, rotations, [frame] * 12, 96, 4, True, way)
+                 for way in (0, facing[name])]
+        # the same outline; inside it, only where a back face tied a front one at an edge
+        assert np.abs(drawn[0][..., 3].astype(int) - drawn[1][..., 3]).max() <= 1, name
+        assert ssim(Image.fromarray(drawn[0]), Image.fromarray(drawn[1])) >= 0.99, name
+    # skipping the other side shows the inside of the far half instead: the sign matters
+    scene = prepare(models["inside out"], None)
+    assert scene is not None
+    right, wrong = (draw_gl.draw_views(scene, rotations, [frame] * 12, 96, 4, True, way)
+                    for way in (-1, 1))
+    assert ssim(Image.fromarray(right), Image.fromarray(wrong)) < 0.9

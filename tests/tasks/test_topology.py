@@ -3,6 +3,8 @@ non-manifold meshes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import trimesh
@@ -77,3 +79,22 @@ def test_a_hash_collision_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(topology, "_MIX", (zero, zero, zero))  # every position hashes alike
     box = trimesh.creation.box()
     assert topology.weld(np.asarray(box.vertices), np.asarray(box.faces, dtype=np.int64)) is None
+
+
+def test_facing_tells_which_way_closed_bodies_turn() -> None:
+    from tasks.topology import facing
+
+    def arrays(mesh: Any) -> tuple[Any, Any]:
+        return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+
+    box = trimesh.creation.box()
+    inverted = box.copy()
+    inverted.invert()
+    far = trimesh.creation.box()
+    far.apply_translation([5, 0, 0])
+    open_box = trimesh.Trimesh(box.vertices, box.faces[:-1])
+    assert facing(*arrays(box)) == 1
+    assert facing(*arrays(inverted)) == -1
+    assert facing(*arrays(open_box)) == 0
+    assert facing(*arrays(trimesh.util.concatenate([box, far]))) == 1
+    assert facing(*arrays(trimesh.util.concatenate([inverted, far]))) == 0  # one each way
