@@ -269,6 +269,10 @@ def main() -> int:
     python = sys.executable
     formats = [f for f in args.formats.split(",") if f]
     xvfb, display = start_xvfb()
+    sys.path.insert(0, str(ROOT))
+    from worker.pool import child_environment
+
+    kiln_env = child_environment(None)  # as a pool child runs: one drawing thread, steady heap
     naive_env = dict(os.environ)
     if display:
         naive_env["DISPLAY"] = display
@@ -300,7 +304,7 @@ def main() -> int:
                     print(f"  [{fmt} {run}/{args.repeat}] kiln: tasks.mesh.process ...",
                           file=sys.stderr, flush=True)
                     kiln = run_child([python, __file__, "--kiln-child", str(directory),
-                                      path.name, fmt])
+                                      path.name, fmt], env=kiln_env)
                     rows.append({"format": fmt, "side": "kiln", "run": run, **kiln})
                     print(f"  [{fmt} {run}/{args.repeat}] naive: trimesh.load + stats + "
                           "save_image ...", file=sys.stderr, flush=True)

@@ -98,10 +98,12 @@ def main() -> int:
         return 0
     sys.path.insert(0, str(ROOT))
     from tests.helpers.images import ssim
+    from worker.pool import child_environment
 
     python = sys.executable
+    env = child_environment(None)  # one drawing thread, the steady heap: as a pool child runs
     workers = {name: subprocess.Popen([python, __file__, "--serve", name], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
+                                      stdout=subprocess.PIPE, text=True, env=env)
                for name in ("gl", "numpy")}
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-render-cost-") as tmp:

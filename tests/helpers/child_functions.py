@@ -125,6 +125,11 @@ def wait_for_file(payload: Json, progress: Progress) -> Json:
     return {"pid": os.getpid()}
 
 
+def environment(payload: Json, progress: Progress) -> Json:
+    """The child's values of the environment variables `payload["names"]` (None where unset)."""
+    return {name: os.environ.get(name) for name in payload["names"]}
+
+
 def niceness(payload: Json, progress: Progress) -> Json:
     """Return this child's niceness."""
     return {"nice": os.nice(0)}

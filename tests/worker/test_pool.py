@@ -116,6 +116,17 @@ async def test_progress_is_clamped_and_throttled(pool: ChildPool) -> None:
     assert [fraction for _, fraction in reports] == sorted(fraction for _, fraction in reports)
 
 
+async def test_children_keep_freed_memory_and_draw_on_one_thread(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LP_NUM_THREADS"]
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")  # set by whoever runs Kiln: kept
+    result, _ = await run(await make_pool(), "environment", {"names": names})
+    assert result == {"MALLOC_MMAP_THRESHOLD_": str(32 * MiB), "MALLOC_TRIM_THRESHOLD_": "12345",
+                      "LP_NUM_THREADS": "0"}
+
+
 async def test_task_error_code_and_message_pass_through(pool: ChildPool) -> None:
     error = await fails(pool, "fail", {"code": "no_geometry", "message": "the file has no faces"})
     assert (error.code, error.message) == ("no_geometry", "the file has no faces")
