@@ -1,9 +1,10 @@
 """Views drawn by OpenGL: moderngl on EGL, which is Mesa's llvmpipe where there is no GPU.
 
 It draws what `tasks.draw_numpy` draws, at a cost that follows the face count rather than the
-pixel count: the same orthographic camera and framing, the same corner normals (a geometry
-shader picks the smooth or the flat normal per corner), the same two-sided Lambert light,
-bilinear repeating textures, and anti-aliasing by multisampling. One context per process, made
+pixel count: the same orthographic camera and framing, the same corner normals (a corner at a
+crease gets a vertex of its own), the same two-sided Lambert light, bilinear repeating
+textures, and anti-aliasing by multisampling or, for many faces, by drawing twice as large and
+averaging 2 x 2 blocks as numpy does. One context per process, made
 on first use by the thread that then does all the drawing (a pool child's main thread): an EGL
 context is current in the thread that made it. It takes about 600 MiB of address space (not of
 memory), which counts against the child's RLIMIT_AS.
