@@ -46,8 +46,10 @@ OBSERVER = ROOT / "bench" / "observer.py"
 ATTEMPTS = 3
 """A driver that fails (the seed stack's driver sometimes hangs in its own shutdown and its
 watchdog exits 3) is run again, up to this many times."""
-DRIVER_TIMEOUT = 90
-"""The drivers' --timeout (their watchdog fires 60 s later): a run here takes under 30 s."""
+DRIVER_TIMEOUT = 240
+"""The drivers' --timeout (their watchdog fires 60 s later), setup included: creating 200 Kiln
+users (a `kiln users add` process each) and signing them in takes 60-75 s, then Kiln's defaults
+need about 20 s for 400 tasks. At 90 s, runs ended with tasks still going ("incomplete")."""
 SETUP_CONCURRENCY = 8
 """Sign-ins and stream opens at a time, before the timed run (uploads are all at once): Kiln
 hashes passwords on a small pool and answers 503 `busy` past its waiting room (8 by default)
@@ -261,7 +263,8 @@ def run_seed(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path) -> d
 
 
 def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
-             kiln_env: dict[str, str], profile: Path | None = None) -> dict[str, Any]:
+             kiln_env: dict[str, str], profile: Path | None = None,
+             log: Path | None = None) -> dict[str, Any]:
     out = tmp / "kiln.json"
     out.unlink(missing_ok=True)
     data = Path(tempfile.mkdtemp(prefix="kiln-data-", dir=tmp))
@@ -273,9 +276,12 @@ def run_kiln(seed_dir: Path, hook: Path, users: int, files: int, tmp: Path,
                              stdout=subprocess.DEVNULL)
     env = {**os.environ, "REDIS_URL": redis_url, "KILN_DATA_DIR": str(data), **kiln_env}
     kiln_bin = ROOT / ".venv" / "bin" / "kiln"
+    log_file = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115  # closed below
     web = subprocess.Popen([str(kiln_bin), "serve", "--host", "127.0.0.1", "--port",
-                            str(web_port)], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+                            str(web_port)], env=env, stdout=log_file,
+                           stderr=log_file, start_new_session=True)
+    if not isinstance(log_file, int):
+        log_file.close()  # the child has its own copy
     base = f"http://127.0.0.1:{web_port}"
     try:
         deadline = time.monotonic() + 60
@@ -347,6 +353,7 @@ def main() -> int:
     parser.add_argument("--kiln", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--only", choices=("seed", "kiln"), help="run one side (to try settings)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of Kiln's last run")
+    parser.add_argument("--kiln-log", type=Path, help="append `kiln serve`'s output to this file")
     args = parser.parse_args()
     kiln_env = dict(item.split("=", 1) for item in args.kiln)
     results: dict[str, list[dict[str, Any]]] = {"seed": [], "kiln": []}
@@ -367,7 +374,7 @@ def main() -> int:
                             summary = run_seed(args.seed_dir, hook, args.users, args.files, tmp)
                         else:
                             summary = run_kiln(args.seed_dir, hook, args.users, args.files, tmp,
-                                               kiln_env, args.profile)
+                                               kiln_env, args.profile, args.kiln_log)
                         break
                     except SystemExit as failed:
                         if attempt == ATTEMPTS:
