@@ -59,7 +59,7 @@ def decode_draco(
             "Draco-compressed glTF needs DracoPy, which is not installed on this server."
         ) from error
     out = copy.deepcopy(tree)
-    writer = _Writer(len(buffers), len(out.get("bufferViews") or []))
+    writer = BufferWriter(len(buffers), len(out.get("bufferViews") or []))
     try:
         _decode_all(out, buffers, writer, DracoPy.decode, max_points, max_faces)
     except _Invalid as error:
@@ -86,7 +86,7 @@ def _draco_primitives(tree: Any) -> Any:
                 yield primitive
 
 
-class _Writer:
+class BufferWriter:
     """The one new buffer: aligned views of decoded arrays, described as glTF bufferViews."""
 
     def __init__(self, buffer_index: int, first_view: int) -> None:
@@ -104,7 +104,7 @@ class _Writer:
 
 
 def _decode_all(
-    tree: dict[str, Any], buffers: list[bytes], writer: _Writer, decode: Any,
+    tree: dict[str, Any], buffers: list[bytes], writer: BufferWriter, decode: Any,
     max_points: int, max_faces: int,
 ) -> None:
     accessors = tree.get("accessors")
@@ -250,7 +250,7 @@ def _replace(accessor: dict[str, Any], data: NDArray[Any], view: int, name: str)
 
 
 def _write_indices(
-    primitive: dict[str, Any], accessors: list[Any], decoded: Any, count: int, writer: _Writer
+    primitive: dict[str, Any], accessors: list[Any], decoded: Any, count: int, writer: BufferWriter
 ) -> None:
     faces = getattr(decoded, "faces", None)  # a DracoPointCloud has none
     faces = np.asarray(faces if faces is not None else [])

@@ -12,6 +12,7 @@ from typing import Any
 
 from tasks.draco import decode_draco, pack_glb, uses_draco
 from tasks.errors import CorruptFile, TaskError, TooLarge
+from tasks.gltf_primitives import check_extensions, normalised
 from tasks.imaging import open_image, safe_label
 from tasks.references import Verdict, classify
 from tasks.resolver import UploadResolver, unsafe_reference
@@ -21,10 +22,13 @@ _GLB_HEADER = struct.Struct("<4sII")
 _CHUNK_HEADER = struct.Struct("<I4s")
 
 
-def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
-                       max_data_uri_bytes: int = MAX_DATA_URI_BYTES) -> tuple[bytes, list[str]]:
-    """The model as one GLB that needs no other file, and the names of all its images (those
-    the upload lacks are in `resolver.missing`)."""
+def self_contained_glb(
+    data: bytes, fmt: str, resolver: UploadResolver, *,
+    max_data_uri_bytes: int = MAX_DATA_URI_BYTES,
+) -> tuple[bytes, list[str], dict[str, Any]]:
+    """The model as one GLB that needs no other file and that trimesh reads right
+    (`tasks.gltf_primitives`), the names of all its images (those the upload lacks are in
+    `resolver.missing`), and notes for the statistics (primitives trimesh skips)."""
     try:
         return _self_contained(data, fmt, resolver, max_data_uri_bytes)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
@@ -32,8 +36,9 @@ def self_contained_glb(data: bytes, fmt: str, resolver: UploadResolver, *,
 
 
 def _self_contained(data: bytes, fmt: str, resolver: UploadResolver,
-                    max_data_uri_bytes: int) -> tuple[bytes, list[str]]:
+                    max_data_uri_bytes: int) -> tuple[bytes, list[str], dict[str, Any]]:
     tree, buffers = _read(data, fmt)
+    check_extensions(tree)  # first: meshopt's fallback buffers hold no data to fetch
     for reference in (classify(item["uri"]) for item in _uri_items(tree)):
         if reference.verdict is Verdict.UNSAFE:
             raise unsafe_reference(reference)
@@ -46,7 +51,8 @@ def _self_contained(data: bytes, fmt: str, resolver: UploadResolver,
         buffers = list(decoded)
     if any(b is None for b in buffers):
         raise CorruptFile("The glTF declares a buffer that holds no data.")
-    return pack_glb(tree, [b or b"" for b in buffers]), images
+    tree, plain, skipped = normalised(tree, [b or b"" for b in buffers])
+    return pack_glb(tree, plain), images, skipped.notes
 
 
 def _read(data: bytes, fmt: str) -> tuple[dict[str, Any], list[bytes | None]]:

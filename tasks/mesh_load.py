@@ -88,12 +88,13 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     check_declared_counts(data, source.format)
     resolver = UploadResolver(source.directory, source.names, max_pixels=max_pixels)
     textures: list[str] = []
+    notes: dict[str, Any] = {}
     if source.format == "obj":
         textures = _obj_textures(data, resolver)
     elif source.format in ("gltf", "glb"):
         from tasks.gltf import self_contained_glb
 
-        data, textures = self_contained_glb(data, source.format, resolver)
+        data, textures, notes = self_contained_glb(data, source.format, resolver)
     elif source.format == "dae":
         _refuse_entities(data)
         textures = _collada_textures(data, resolver)
@@ -109,7 +110,8 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     materials = (distinct_names(references.statements(data, b"usemtl", _USEMTL))
                  if source.format == "obj" else [])
     return LoadedModel(scene, source.format, textures=textures, missing_textures=missing,
-                       materials=materials, notes={"missing_files": list(resolver.missing)},
+                       materials=materials,
+                       notes={**notes, "missing_files": list(resolver.missing)},
                        path=source.path)
 
 
