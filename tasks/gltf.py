@@ -28,7 +28,8 @@ def self_contained_glb(
 ) -> tuple[bytes, list[str], dict[str, Any]]:
     """The model as one GLB that needs no other file and that trimesh reads right
     (`tasks.gltf_primitives`), the names of all its images (those the upload lacks are in
-    `resolver.missing`), and notes for the statistics (primitives trimesh skips)."""
+    `resolver.missing`), and notes for the statistics (primitives trimesh skips, and
+    "material_count": every material the file defines, named or not)."""
     try:
         return _self_contained(data, fmt, resolver, max_data_uri_bytes)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
@@ -52,7 +53,10 @@ def _self_contained(data: bytes, fmt: str, resolver: UploadResolver,
     if any(b is None for b in buffers):
         raise CorruptFile("The glTF declares a buffer that holds no data.")
     tree, plain, skipped = normalised(tree, [b or b"" for b in buffers])
-    return pack_glb(tree, plain), images, skipped.notes
+    materials = tree.get("materials")
+    notes = {**skipped.notes,
+             "material_count": len(materials) if isinstance(materials, list) else 0}
+    return pack_glb(tree, plain), images, notes
 
 
 def _read(data: bytes, fmt: str) -> tuple[dict[str, Any], list[bytes | None]]:

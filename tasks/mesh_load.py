@@ -54,6 +54,7 @@ class LoadedModel:
     textures: list[str] = field(default_factory=list)  # referenced texture files, by name
     missing_textures: list[str] = field(default_factory=list)
     materials: list[str] = field(default_factory=list)
+    material_count: int | None = None  # every material, named or not, where the file says
     notes: dict[str, Any] = field(default_factory=dict)  # format-specific facts (FBX units...)
     path: Path | None = None  # the main file that was parsed (inside an unpacked zip, for one)
 
@@ -89,12 +90,14 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     resolver = UploadResolver(source.directory, source.names, max_pixels=max_pixels)
     textures: list[str] = []
     notes: dict[str, Any] = {}
+    material_count = None
     if source.format == "obj":
         textures = _obj_textures(data, resolver)
     elif source.format in ("gltf", "glb"):
         from tasks.gltf import self_contained_glb
 
         data, textures, notes = self_contained_glb(data, source.format, resolver)
+        material_count = notes.pop("material_count", None)
     elif source.format == "dae":
         _refuse_entities(data)
         textures = _collada_textures(data, resolver)
@@ -110,7 +113,7 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     materials = (distinct_names(references.statements(data, b"usemtl", _USEMTL))
                  if source.format == "obj" else [])
     return LoadedModel(scene, source.format, textures=textures, missing_textures=missing,
-                       materials=materials,
+                       materials=materials, material_count=material_count,
                        notes={**notes, "missing_files": list(resolver.missing)},
                        path=source.path)
 

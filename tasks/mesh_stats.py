@@ -34,7 +34,8 @@ def measure(
     stats, welded = _measure(model.scene, progress, on_welded)
     names = model.materials or material_names(model.scene, model.format)
     stats.update(
-        materials=len(names), material_names=names,
+        materials=len(names) if model.material_count is None else model.material_count,
+        material_names=names,
         textures=len(model.textures), texture_names=model.textures[:MAX_NAMES],
         missing_textures=model.missing_textures[:MAX_NAMES],
     )

@@ -201,3 +201,12 @@ def test_required_extensions_kiln_cannot_read_are_named(tmp_path: Path) -> None:
     assert error.code == "unsupported_format"
     assert "EXT_lights_ies, KHR_texture_basisu" in error.message
     assert "KHR_materials_variants" not in error.message  # materials: geometry reads the same
+
+
+def test_every_material_counts_named_or_not(tmp_path: Path) -> None:
+    built = Builder()
+    built.tree["materials"] = [{"name": "Stone"}, {}, {"pbrMetallicRoughness": {}}]
+    built.mesh(*({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5, "material": m}
+                 for m in range(3)))
+    found = stats(tmp_path, built.glb())
+    assert found["materials"] == 3 and found["material_names"] == ["Stone"]
