@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from tasks.json_scan import top_level_member
 from tasks.pbr_names import group_sets
 
 Kind = Literal["mesh", "texture", "material"]
@@ -116,7 +117,6 @@ _TGA_DEPTHS: dict[int, tuple[int, ...]] = {
     11: (8, 16),
 }
 _OFF_HEADER = re.compile(r"(ST)?C?N?OFF")
-_GLTF_ASSET = re.compile(r'"asset"\s*:\s*\{')
 _XML_ROOT = re.compile(r"<(?:[A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x19\x1b-\x1f]")
 _SUBSTANCE_MARKERS = ("<formatVersion", "<updaterVersion", "<fileUID", "<identifier v=")
@@ -133,7 +133,17 @@ def sniff(path: Path) -> Detection | None:
             tail = file.read(TAIL_BYTES)
         if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
             return _sniff_zip(file, tail)
+        if size > len(head) and _text_head(head, truncated=True) is not None and (
+                head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{")):
+            return _DETECTIONS["gltf"] if _is_large_gltf(file) else None
     return _classify(head, tail, size)
+
+
+def _is_large_gltf(file: IO[bytes]) -> bool:
+    """A JSON object too large for the head is a glTF when its top level has an "asset" object
+    of version 2, wherever it sits (`tasks.json_scan`, bounded in bytes and time)."""
+    asset = top_level_member(file, "asset")
+    return isinstance(asset, dict) and str(asset.get("version", "")).startswith("2")
 
 
 def _classify(head: bytes, tail: bytes, size: int) -> Detection | None:
@@ -157,7 +167,7 @@ def _classify(head: bytes, tail: bytes, size: int) -> Detection | None:
     text = _text_head(head, truncated=size > len(head))
     if text is None:
         return None
-    text_format = _classify_text(text, tail if size > len(head) else b"")
+    text_format = _classify_text(text)
     if text_format == "fbx":
         return _ASCII_FBX
     return _DETECTIONS[text_format] if text_format else None
@@ -245,7 +255,7 @@ def _text_head(head: bytes, truncated: bool) -> str | None:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _classify_text(text: str, tail: bytes) -> str | None:
+def _classify_text(text: str) -> str | None:
     stripped = text.lstrip()
     first_line = stripped.split("\n", 1)[0]
     if first_line.startswith("; FBX") or re.search(
@@ -253,7 +263,7 @@ def _classify_text(text: str, tail: bytes) -> str | None:
     ):
         return "fbx"
     if stripped.startswith("{"):
-        return "gltf" if _is_gltf(stripped, tail) else None
+        return "gltf" if _is_gltf(stripped) else None
     if stripped.startswith("<"):
         return _classify_xml(stripped)
     tokens = _tokens(stripped)
@@ -277,17 +287,15 @@ def _tokens(text: str, limit: int = 8) -> list[str]:
     return tokens[:limit]
 
 
-def _is_gltf(text: str, tail: bytes) -> bool:
-    if not tail:  # the whole file is in the head: parse it
-        try:
-            tree = json.loads(text)
-        except (ValueError, RecursionError):  # hostile nesting exhausts the parser's stack
-            return False
-        if not isinstance(tree, dict) or not isinstance(tree.get("asset"), dict):
-            return False
-        return str(tree["asset"].get("version", "")).startswith("2")
-    tail_text = tail.decode("utf-8", errors="replace")
-    return bool(_GLTF_ASSET.search(text) or _GLTF_ASSET.search(tail_text))
+def _is_gltf(text: str) -> bool:
+    """The whole file is in the head (larger ones: `_is_large_gltf`): parse it."""
+    try:
+        tree = json.loads(text)
+    except (ValueError, RecursionError):  # hostile nesting exhausts the parser's stack
+        return False
+    if not isinstance(tree, dict) or not isinstance(tree.get("asset"), dict):
+        return False
+    return str(tree["asset"].get("version", "")).startswith("2")
 
 
 def _classify_xml(text: str) -> str | None:

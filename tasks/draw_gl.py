@@ -395,7 +395,7 @@ def _scene_on_gpu(gl: _Programs, scene: Scene) -> Iterator[Any]:
 def _crease_corners_split(
     scene: Scene,
 ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.uint32]]:
-    """The vertices to draw, with the shading normal of every corner (`scene.corner_normals`).
+    """The vertices to draw, with the shading normal of every corner (`tasks.scene.corner_normals`).
 
     A corner whose shading normal is not its vertex's smooth one (a crease, or a face turned
     the other way) gets a vertex of its own. Returns each drawn vertex's scene vertex, its

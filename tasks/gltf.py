@@ -32,17 +32,20 @@ def self_contained_glb(
     "material_count": every material the file defines, named or not)."""
     try:
         return _self_contained(data, fmt, resolver, max_data_uri_bytes)
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
+    except MemoryError as error:
+        raise TooLarge("The glTF needs more memory to read than this server allows.") from error
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError,
+            RecursionError) as error:  # 1e400 is JSON's infinity; deep "extras" nest too far
         raise CorruptFile("The glTF's JSON does not describe a valid glTF model.") from error
 
 
 def _self_contained(data: bytes, fmt: str, resolver: UploadResolver,
                     max_data_uri_bytes: int) -> tuple[bytes, list[str], dict[str, Any]]:
     tree, buffers = _read(data, fmt)
-    check_extensions(tree)  # first: meshopt's fallback buffers hold no data to fetch
     for reference in (classify(item["uri"]) for item in _uri_items(tree)):
         if reference.verdict is Verdict.UNSAFE:
             raise unsafe_reference(reference)
+    check_extensions(tree)  # before fetching: meshopt's fallback buffers hold no data
     for index, buffer in enumerate(tree.get("buffers", [])):
         if isinstance(buffer, dict) and isinstance(buffer.get("uri"), str):
             buffers[index] = _fetch(buffer.pop("uri"), resolver, max_data_uri_bytes, "buffer")

@@ -6,8 +6,9 @@
 - Triangle strips and fans become triangle lists: trimesh drops fans.
 - Points and lines are counted: trimesh keeps them apart from the meshes, so a file of nothing
   else has nothing to measure, and a mixed one would lose them without a word.
-- A required extension Kiln cannot honour, meshopt compression among them, is named in an
-  UnsupportedFormat rather than read as damage.
+- A required extension Kiln cannot honour, meshopt compression among them (also when only its
+  fallback buffers are left empty), is named in an UnsupportedFormat rather than read as
+  damage.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ HONOURED = ("KHR_draco_mesh_compression", "KHR_mesh_quantization", "KHR_texture_
 """Required extensions Kiln reads (or may ignore without changing the geometry); a name that
 ends in "_" stands for every extension it begins."""
 MESHOPT = ("EXT_meshopt_compression", "KHR_meshopt_compression")
-MAX_ELEMENTS = 50_000_000
-"""Elements (vertices, indices) of one accessor Kiln rewrites, at most."""
+MAX_VALUES = 64 * 1024**2
+"""Numbers (a VEC3 element holds three) Kiln reads to rewrite a file, in all, at most: a few
+bytes of JSON may declare a count with no data behind it (a sparse accessor starts from
+zeros)."""
+STRIP_CHUNK = 1 << 20
+"""Indices of a strip or fan turned into triangles at a time: bounds the temporaries."""
 
 _DTYPES: dict[Any, type[np.generic]] = {
     5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
@@ -55,16 +60,34 @@ def check_extensions(tree: dict[str, Any]) -> None:
     required = [name for name in _names(tree.get("extensionsRequired"))
                 if not any(name == h or (h.endswith("_") and name.startswith(h))
                            for h in HONOURED)]
-    used = set(_names(tree.get("extensionsUsed")))
-    views = tree.get("bufferViews")
-    meshopt = sorted(name for name in MESHOPT if name in used and isinstance(views, list) and any(
-        isinstance(view, dict) and name in (view.get("extensions") or {}) for view in views))
-    refused = sorted(set(required) | set(meshopt))
+    refused = sorted(set(required) | set(_meshopt_without_fallback(tree)))
     if refused:
         names = ", ".join(refused)
         raise UnsupportedFormat(
             f"The glTF needs {'extensions' if len(refused) > 1 else 'the extension'} {names}, "
             "which Kiln cannot read.")
+
+
+def _meshopt_without_fallback(tree: dict[str, Any]) -> list[str]:
+    """Meshopt extensions whose compressed views have no plain data to fall back on: their
+    buffer is marked `fallback` (it holds nothing). Without the mark, the buffer holds the
+    plain data, which is read instead."""
+    views, buffers = tree.get("bufferViews"), tree.get("buffers")
+    if not isinstance(views, list) or not isinstance(buffers, list):
+        return []
+    found = set()
+    for view in views:
+        extensions = view.get("extensions") if isinstance(view, dict) else None
+        for name in MESHOPT:
+            if not isinstance(extensions, dict) or name not in extensions:
+                continue
+            index = view.get("buffer")
+            buffer = buffers[index] if _is_index(index, buffers) else None
+            marks = buffer.get("extensions") if isinstance(buffer, dict) else None
+            mark = marks.get(name) if isinstance(marks, dict) else None
+            if isinstance(mark, dict) and mark.get("fallback"):
+                found.add(name)
+    return sorted(found)
 
 
 def normalised(tree: dict[str, Any], buffers: list[bytes]) -> tuple[dict[str, Any], list[bytes],
@@ -77,7 +100,7 @@ def normalised(tree: dict[str, Any], buffers: list[bytes]) -> tuple[dict[str, An
     if not isinstance(accessors, list):
         return tree, buffers, _skipped(out, [])
     writer = BufferWriter(len(buffers), len(out.get("bufferViews") or []))
-    reader = _Reader(out, buffers)
+    reader = _Reader(tree, buffers)  # the file as it came: `out` gains views only at the end
     for index in _float_attributes(out):
         accessor = accessors[index]
         if accessor.get("componentType") != 5126 or "sparse" in accessor:
@@ -137,32 +160,46 @@ class _Reader:
     def __init__(self, tree: dict[str, Any], buffers: list[bytes]) -> None:
         self.tree = tree
         self.buffers = buffers
+        self.budget = MAX_VALUES
 
-    def read(self, index: int) -> NDArray[Any]:
-        accessor = self.tree["accessors"][index]
+    def read(self, index: Any) -> NDArray[Any]:
+        accessors = self.tree["accessors"]
+        if not _is_index(index, accessors) or not isinstance(accessors[index], dict):
+            raise CorruptFile("A glTF primitive refers to an accessor that does not exist.")
+        accessor = accessors[index]
         dtype, width = _layout(accessor)
-        count = _count(accessor.get("count"))
+        count = self.spend(accessor.get("count"), width)
         if "bufferView" in accessor:
-            values = self._view(accessor["bufferView"], int(accessor.get("byteOffset", 0)),
+            values = self._view(accessor["bufferView"], _offset(accessor.get("byteOffset", 0)),
                                 dtype, width, count)
         else:
             values = np.zeros((count, width), dtype=dtype)
         sparse = accessor.get("sparse")
         if isinstance(sparse, dict):
             values = values.copy()
-            hits = _count(sparse.get("count"))
+            hits = self.spend(sparse.get("count"), width + 1)
             where, given = sparse.get("indices") or {}, sparse.get("values") or {}
             index_type = _DTYPES.get(where.get("componentType"))
             if index_type not in (np.uint8, np.uint16, np.uint32):
                 raise CorruptFile("A sparse accessor of the glTF has indices of no integer type.")
-            rows = self._view(where.get("bufferView"), int(where.get("byteOffset", 0)),
+            rows = self._view(where.get("bufferView"), _offset(where.get("byteOffset", 0)),
                               np.dtype(index_type), 1, hits, tight=True).reshape(-1)
             if rows.size and int(rows.max()) >= count:
                 raise CorruptFile("A sparse accessor of the glTF points past its own end.")
             values[rows.astype(np.int64)] = self._view(
-                given.get("bufferView"), int(given.get("byteOffset", 0)), dtype, width, hits,
+                given.get("bufferView"), _offset(given.get("byteOffset", 0)), dtype, width, hits,
                 tight=True)
         return values
+
+    def spend(self, count: Any, width: int) -> int:
+        """`count` elements of `width` numbers, taken from the budget (TooLarge past it)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise CorruptFile("A glTF accessor has no valid count.")
+        self.budget -= count * width
+        if self.budget < 0:
+            raise TooLarge(f"The glTF's accessors hold more than {MAX_VALUES:,} numbers to "
+                           "rewrite, the limit.")
+        return count
 
     def _view(self, index: Any, offset: int, dtype: np.dtype[Any], width: int, count: int,
               tight: bool = False) -> NDArray[Any]:
@@ -173,13 +210,13 @@ class _Reader:
         buffer = view.get("buffer")
         if not _is_index(buffer, self.buffers):
             raise CorruptFile("A glTF bufferView refers to a buffer that does not exist.")
-        start = int(view.get("byteOffset", 0)) + offset
-        length = int(view.get("byteLength", 0)) - offset
+        start = _offset(view.get("byteOffset", 0)) + offset
+        length = _offset(view.get("byteLength", 0)) - offset
         item = dtype.itemsize * width
-        stride = item if tight else int(view.get("byteStride") or item)
+        stride = item if tight else _offset(view.get("byteStride") or item)
         needed = (count - 1) * stride + item if count else 0
         data = self.buffers[buffer]
-        if offset < 0 or stride < item or needed > length or start + needed > len(data):
+        if stride < item or needed > length or start + needed > len(data):
             raise CorruptFile("A glTF accessor runs past the end of its bufferView.")
         raw = np.frombuffer(data, dtype=np.uint8, count=needed, offset=start)
         rows = np.lib.stride_tricks.as_strided(raw, (count, item), (stride, 1))
@@ -187,26 +224,34 @@ class _Reader:
 
 
 def _listed(reader: _Reader, primitive: dict[str, Any], mode: int) -> NDArray[np.uint32]:
-    """The triangles (k, 3) a strip or fan draws, as the glTF specification numbers them."""
+    """The triangles (k, 3) a strip or fan draws, as the glTF specification numbers them;
+    triangles that repeat a vertex (a strip's restarts) draw nothing and are left out."""
     if "indices" in primitive:
-        order = reader.read(primitive["indices"]).reshape(-1).astype(np.int64)
+        order = reader.read(primitive["indices"]).reshape(-1).astype(np.uint32)
     else:
         position = (primitive.get("attributes") or {}).get("POSITION")
         accessors = reader.tree["accessors"]
         count = accessors[position].get("count") if _is_index(position, accessors) else 0
-        order = np.arange(_count(count), dtype=np.int64)
-    steps = np.arange(max(len(order) - 2, 0))
+        order = np.arange(reader.spend(count, 1), dtype=np.uint32)
+    parts = [_triangles(order, first, mode)
+             for first in range(0, max(len(order) - 2, 0), STRIP_CHUNK)]
+    listed: NDArray[np.uint32] = (np.concatenate(parts) if parts
+                                  else np.zeros((0, 3), dtype=np.uint32))
+    return listed
+
+
+def _triangles(order: NDArray[np.uint32], first: int, mode: int) -> NDArray[np.uint32]:
+    steps = np.arange(first, min(first + STRIP_CHUNK, len(order) - 2))
     if mode == _STRIP:  # p_i = (v_i, v_{i+1+i%2}, v_{i+2-i%2})
-        faces = np.stack([order[steps], order[steps + 1 + steps % 2],
-                          order[steps + 2 - steps % 2]], axis=1)
+        odd = steps % 2
+        faces = np.stack([order[steps], order[steps + 1 + odd], order[steps + 2 - odd]], axis=1)
     else:  # fan: p_i = (v_{i+1}, v_{i+2}, v_0)
         faces = np.stack([order[steps + 1], order[steps + 2],
-                          np.full(len(steps), order[0] if len(order) else 0)], axis=1)
-    # strips repeat a vertex to restart: such triangles draw nothing
+                          np.full(len(steps), order[0], dtype=np.uint32)], axis=1)
     drawn = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (
         faces[:, 0] != faces[:, 2])
-    listed: NDArray[np.uint32] = faces[drawn].astype(np.uint32)
-    return listed
+    kept: NDArray[np.uint32] = faces[drawn]
+    return kept
 
 
 def _as_float(accessor: dict[str, Any], values: NDArray[Any]) -> NDArray[np.float32]:
@@ -227,7 +272,9 @@ def _replace(accessor: dict[str, Any], values: NDArray[Any], writer: BufferWrite
     if values.dtype == np.float32:
         accessor["componentType"] = 5126
         accessor.pop("normalized", None)
-        if len(values) and accessor.get("type") in _WIDTHS:
+        accessor.pop("min", None)
+        accessor.pop("max", None)
+        if len(values) and np.isfinite(values).all():
             accessor["min"] = values.min(axis=0).tolist()
             accessor["max"] = values.max(axis=0).tolist()
 
@@ -263,11 +310,11 @@ def _layout(accessor: dict[str, Any]) -> tuple[np.dtype[Any], int]:
     return np.dtype(dtype), width
 
 
-def _count(value: Any) -> int:
-    if not isinstance(value, int) or value < 0:
-        raise CorruptFile("A glTF accessor has no valid count.")
-    if value > MAX_ELEMENTS:
-        raise TooLarge(f"A glTF accessor holds {value:,} elements; the limit is {MAX_ELEMENTS:,}.")
+def _offset(value: Any) -> int:
+    """A byte offset, length or stride: a whole number, not negative (CorruptFile otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CorruptFile("A glTF bufferView or accessor has an offset, length or stride that is "
+                          "not a whole number of bytes.")
     return value
 
 

@@ -23,7 +23,7 @@ def weld(vertices: NDArray[np.float64], faces: NDArray[np.int64]
     bits = np.ascontiguousarray(rounded).view(np.uint64)
     hashed = _hashed(bits)
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
-    if not np.array_equal(rounded[first][inverse], rounded):
+    if not np.array_equal(rounded[first][inverse], rounded, equal_nan=True):
         return None
     # number the welded vertices in the order they first appear, as the file had them: the
     # edge sort and every gather below run several times faster on that locality

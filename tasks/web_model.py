@@ -42,7 +42,10 @@ def keep_encoded_textures(scene: trimesh.Scene) -> None:
     go of them): `write_glb` then embeds them as they are."""
     for image in _textures(scene):
         read = getattr(image, "fp", None)
-        if image.format in ("PNG", "JPEG") and isinstance(read, io.BytesIO):
+        # EXIF (an orientation that viewers apply, a camera's whereabouts) is not passed on:
+        # such images are encoded afresh, which drops it
+        if (image.format in ("PNG", "JPEG") and isinstance(read, io.BytesIO)
+                and "exif" not in image.info):
             setattr(image, ENCODED, read.getvalue())
 
 
@@ -78,11 +81,11 @@ def _saves_as_read(image: Image.Image, encoded: bytes) -> Callable[..., None]:
     the format they are in, and saves as Pillow does otherwise."""
     save = image.save
 
-    def saved(target: Any, format: str | None = None, **params: Any) -> None:  # noqa: A002
-        if format is not None and format.upper() == image.format and hasattr(target, "write"):
-            target.write(encoded)
+    def saved(fp: Any, format: str | None = None, **params: Any) -> None:  # noqa: A002
+        if format is not None and format.upper() == image.format and hasattr(fp, "write"):
+            fp.write(encoded)
         else:
-            save(target, format, **params)
+            save(fp, format, **params)
 
     return saved
 

@@ -40,7 +40,8 @@ STEADY_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_"
 """glibc's heap keeps blocks under 32 MiB and up to 64 MiB of freed memory, so that a child's
 next task reuses its pages instead of faulting fresh zeroed ones in (measured: a 12-face mesh
 task took 3,600 page faults and 8-11 ms of kernel time, 6% of its CPU; then 3). An environment
-that sets them itself keeps its own."""
+that sets them itself keeps its own. (32 MiB is the largest mmap threshold glibc takes on 64-bit
+Linux; a larger one is ignored.)"""
 
 
 class ChildStartError(RuntimeError):

@@ -233,6 +233,41 @@ def test_gltf_larger_than_the_head_is_recognised(tmp_path: Path) -> None:
     assert detection is not None and detection.format == "gltf"
 
 
+def test_gltf_whose_asset_is_neither_at_the_head_nor_the_tail_is_recognised(
+    tmp_path: Path,
+) -> None:
+    padding = "A" * (2 * HEAD_BYTES)
+    tree = {"buffers": [{"uri": f"data:application/octet-stream;base64,{padding}"}],
+            "asset": {"version": "2.0", "generator": "a \" } trap"},
+            "images": [{"uri": f"data:image/png;base64,{padding}"}]}
+    detection = sniff_bytes(tmp_path, json.dumps(tree).encode())
+    assert detection is not None and detection.format == "gltf"
+
+
+@pytest.mark.parametrize("tree", [
+    # "asset" only nested, or only as a string, or of version 1: not a glTF
+    {"meshes": [{"asset": {"version": "2.0"}}], "pad": "A" * (2 * HEAD_BYTES)},
+    {"pad": "A" * (2 * HEAD_BYTES), "note": '"asset": {"version": "2.0"}'},
+    {"pad": "A" * (2 * HEAD_BYTES), "asset": {"version": "1.0"}},
+])
+def test_large_json_without_a_top_level_asset_is_refused(
+    tmp_path: Path, tree: dict[str, Any]
+) -> None:
+    assert sniff_bytes(tmp_path, json.dumps(tree).encode()) is None
+
+
+def test_the_scan_for_a_member_is_bounded(tmp_path: Path) -> None:
+    from tasks.json_scan import MISSING, top_level_member
+
+    path = tmp_path / "large.json"
+    path.write_bytes(json.dumps({"pad": "A" * 10_000, "asset": {"version": "2.0"}}).encode())
+    with path.open("rb") as file:
+        assert top_level_member(file, "asset") == {"version": "2.0"}
+        assert top_level_member(file, "asset", scan_bytes=5_000) is MISSING
+        assert top_level_member(file, "asset", seconds=-1.0) is MISSING
+        assert top_level_member(file, "missing") is MISSING
+
+
 def test_gltf_version_one_is_refused(tmp_path: Path) -> None:
     assert sniff_bytes(tmp_path, b'{"asset": {"version": "1.0"}}') is None
 

@@ -3,6 +3,8 @@ points and lines, sparse and quantised accessors, and extensions Kiln cannot rea
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,16 @@ class Builder:
     def glb(self) -> bytes:
         self.tree["buffers"] = [{"byteLength": len(self.blob)}]
         return pack_glb(self.tree, [bytes(self.blob)])
+
+
+def raw_glb(tree: dict[str, Any], blob: bytes) -> bytes:
+    """A GLB of the tree as it is (infinities written as 1e400), `blob` its BIN chunk."""
+    text = json.dumps(tree).replace("Infinity", "1e400").encode()
+    text += b" " * (-len(text) % 4)
+    blob += bytes(-len(blob) % 4)
+    return (struct.pack("<4sII", b"glTF", 2, 28 + len(text) + len(blob))
+            + struct.pack("<II", len(text), 0x4E4F534A) + text
+            + struct.pack("<II", len(blob), 0x004E4942) + blob)
 
 
 def stats(tmp_path: Path, glb: bytes) -> dict[str, Any]:
@@ -150,6 +162,55 @@ def test_sparse_positions_are_applied(tmp_path: Path) -> None:
     found = stats(tmp_path, built.glb())
     assert found["bounds"] == [[0.0, 0.0, 0.0], [1.0, 1.0, 7.0]]
     assert found["faces"] == 2 + 1
+    # the strip's second triangle reaches up to the moved corner; the lone one is a sliver
+    assert found["area"] == pytest.approx(0.5 + 99**0.5 / 2)
+
+
+def test_a_strip_with_sparse_indices(tmp_path: Path) -> None:
+    built = Builder()
+    order = np.array([0, 1, 2, 2], dtype=np.uint8)
+    sparse = {"count": 1,
+              "indices": {"bufferView": built.view(np.array([3], dtype=np.uint8)),
+                          "componentType": 5121},
+              "values": {"bufferView": built.view(np.array([3], dtype=np.uint8))}}
+    indices = built.accessor(order, width=1, dtype="uint8", sparse=sparse)
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5,
+                "indices": indices})
+    assert stats(tmp_path, built.glb())["faces"] == 2  # (0, 1, 2) and (1, 3, 2)
+
+
+@pytest.mark.parametrize("where", ["accessor", "view", "stride", "sparse"])
+def test_offsets_that_are_not_whole_numbers_are_corrupt(tmp_path: Path, where: str) -> None:
+    built = Builder()
+    sparse = {"count": 1,
+              "indices": {"bufferView": built.view(np.array([1], dtype=np.uint32)),
+                          "componentType": 5125},
+              "values": {"bufferView": built.view(np.zeros((1, 3), dtype=np.float32))}}
+    position = built.accessor(SQUARE, sparse=sparse)
+    built.mesh({"attributes": {"POSITION": position}, "mode": 5})
+    huge = float("inf")  # written as 1e400, JSON's way to an infinity
+    if where == "accessor":
+        built.tree["accessors"][position]["byteOffset"] = huge
+    elif where == "view":
+        built.tree["bufferViews"][0]["byteLength"] = -4
+    elif where == "stride":
+        built.tree["bufferViews"][2]["byteStride"] = huge
+    else:
+        sparse["indices"]["byteOffset"] = 2.5
+    built.tree["buffers"] = [{"byteLength": len(built.blob)}]
+    assert failure(tmp_path, raw_glb(built.tree, bytes(built.blob))).code == "corrupt_file"
+
+
+def test_counts_without_data_behind_them_are_too_large(tmp_path: Path) -> None:
+    built = Builder()
+    count = 2**40  # a few bytes of JSON: terabytes of zeros for a sparse accessor
+    sparse = {"count": 1,
+              "indices": {"bufferView": built.view(np.array([1], dtype=np.uint32)),
+                          "componentType": 5125},
+              "values": {"bufferView": built.view(np.zeros((1, 3), dtype=np.float32))}}
+    built.mesh({"attributes": {"POSITION": built.accessor(None, count=count, sparse=sparse)},
+                "mode": 5})
+    assert failure(tmp_path, built.glb()).code == "too_large"
 
 
 def test_sparse_indices_past_the_end_are_corrupt(tmp_path: Path) -> None:
@@ -185,9 +246,19 @@ def test_meshopt_compression_is_named_not_called_damage(tmp_path: Path, name: st
     built.tree["extensionsUsed"] = [name]
     built.tree["buffers"] = [{"byteLength": len(built.blob)},
                              {"byteLength": 48, "extensions": {name: {"fallback": True}}}]
-    glb = pack_glb(built.tree, [bytes(built.blob)] + [b""])
-    error = failure(tmp_path, glb)
+    error = failure(tmp_path, raw_glb(built.tree, bytes(built.blob)))
     assert error.code == "unsupported_format" and name in error.message
+
+
+def test_meshopt_with_its_plain_data_beside_it_is_read(tmp_path: Path) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    # not required: the view's own buffer holds the plain data a reader without meshopt uses
+    built.tree["bufferViews"][0]["extensions"] = {"EXT_meshopt_compression": {
+        "buffer": 0, "byteOffset": 0, "byteLength": 8, "byteStride": 12, "count": 4,
+        "mode": "ATTRIBUTES"}}
+    built.tree["extensionsUsed"] = ["EXT_meshopt_compression"]
+    assert stats(tmp_path, built.glb())["faces"] == 2
 
 
 def test_required_extensions_kiln_cannot_read_are_named(tmp_path: Path) -> None:
@@ -210,3 +281,66 @@ def test_every_material_counts_named_or_not(tmp_path: Path) -> None:
                  for m in range(3)))
     found = stats(tmp_path, built.glb())
     assert found["materials"] == 3 and found["material_names"] == ["Stone"]
+
+
+def _textured_square(image: bytes, mime: str) -> bytes:
+    built = Builder()
+    uv = SQUARE[:, :2].copy()
+    view = built.view(np.frombuffer(image, dtype=np.uint8))
+    built.tree.update(images=[{"bufferView": view, "mimeType": mime}],
+                      textures=[{"source": 0}],
+                      materials=[{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}])
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE),
+                               "TEXCOORD_0": built.accessor(uv, width=2)},
+                "mode": 5, "material": 0})
+    return built.glb()
+
+
+def _embedded_image(glb: bytes) -> bytes:
+    from tests.tasks.test_draco import unpack_glb
+
+    tree, (data,) = unpack_glb(glb)
+    view = tree["bufferViews"][tree["images"][0]["bufferView"]]
+    start = view.get("byteOffset", 0)
+    return data[start:start + view["byteLength"]]
+
+
+def test_a_jpeg_with_exif_is_encoded_afresh_without_it(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    def jpeg(**options: Any) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (16, 8), (200, 30, 30)).save(out, "JPEG", **options)
+        return out.getvalue()
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90°": viewers would turn the texture against its UVs
+    for original, passed in ((jpeg(), True), (jpeg(exif=exif.tobytes()), False)):
+        work = tmp_path / str(passed)
+        run(work, {"model.glb": _textured_square(original, "image/jpeg")}, "glb", full=True)
+        embedded = _embedded_image((work / "artifacts" / "model.glb").read_bytes())
+        assert embedded.startswith(original) is passed
+        assert not Image.open(io.BytesIO(embedded)).getexif()
+
+
+def test_a_texture_kept_as_read_still_saves_by_keyword(tmp_path: Path) -> None:
+    import io
+
+    import trimesh
+    from PIL import Image
+
+    from tasks.web_model import keep_encoded_textures, write_glb
+
+    original = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(original, "PNG")
+    glb = _textured_square(original.getvalue(), "image/png")
+    scene = trimesh.load_scene(io.BytesIO(glb), file_type="glb")
+    keep_encoded_textures(scene)
+    write_glb(scene, tmp_path / "model.glb")
+    (mesh,) = scene.geometry.values()
+    image = mesh.visual.material.baseColorTexture
+    again = io.BytesIO()
+    image.save(fp=again, format="PNG")  # as trimesh's OBJ exporter calls it
+    assert again.getvalue() == original.getvalue()
