@@ -182,7 +182,7 @@ def test_a_strip_with_sparse_indices(tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["accessor", "view", "stride", "sparse"])
 def test_offsets_that_are_not_whole_numbers_are_corrupt(tmp_path: Path, where: str) -> None:
     built = Builder()
-    sparse = {"count": 1,
+    sparse: dict[str, Any] = {"count": 1,
               "indices": {"bufferView": built.view(np.array([1], dtype=np.uint32)),
                           "componentType": 5125},
               "values": {"bufferView": built.view(np.zeros((1, 3), dtype=np.float32))}}
