@@ -13,6 +13,7 @@ from typing import IO, Literal
 
 from tasks.json_scan import top_level_member
 from tasks.pbr_names import group_sets
+from tasks.text_encoding import decoded, is_utf16
 
 Kind = Literal["mesh", "texture", "material"]
 
@@ -243,10 +244,17 @@ def _is_tga(head: bytes, tail: bytes, size: int) -> bool:
 
 
 def _text_head(head: bytes, truncated: bool) -> str | None:
-    """The head as text with whole lines only, or None if it holds bytes no text file has."""
-    if b"\x00" in head:
+    """The head as text with whole lines only, or None if it holds bytes no text file has.
+    UTF-16 is read by its byte-order mark; anything else as UTF-8 (a legacy code page's
+    letters are then replacement characters, which are allowed)."""
+    if is_utf16(head):
+        text = decoded(head[:len(head) & ~1])
+        if "\x00" in text:
+            return None
+    elif b"\x00" in head:
         return None
-    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+    else:
+        text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     last_newline = text.rfind("\n")
     if truncated and last_newline >= 0:  # the last line may be cut: keep whole lines
         text = text[: last_newline + 1]
@@ -264,6 +272,9 @@ def _classify_text(text: str) -> str | None:
         return "fbx"
     if stripped.startswith("{"):
         return "gltf" if _is_gltf(stripped) else None
+    if first_line.rstrip() == "ply":  # ASCII PLY in UTF-16 (in bytes, `_is_ply` knows it)
+        lines = stripped.split("\n", 2)
+        return "ply" if len(lines) > 1 and lines[1].startswith("format ascii") else None
     if stripped.startswith("<"):
         return _classify_xml(stripped)
     tokens = _tokens(stripped)

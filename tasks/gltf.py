@@ -14,6 +14,7 @@ from tasks.draco import decode_draco, pack_glb, uses_draco
 from tasks.errors import CorruptFile, TaskError, TooLarge
 from tasks.gltf_primitives import check_extensions, normalised
 from tasks.imaging import open_image, safe_label
+from tasks.names import display_name
 from tasks.references import Verdict, classify
 from tasks.resolver import UploadResolver, unsafe_reference
 
@@ -149,14 +150,14 @@ def _embed_images(tree: dict[str, Any], buffers: list[bytes | None], resolver: U
             reference = classify(uri)
             if reference.verdict is Verdict.NAME:
                 found = resolver.find(uri)
-                names.append(safe_label(found or reference.basename))
+                names.append(display_name(found or reference.basename) or "?")
                 if found is None:
                     continue
             else:
                 names.append(f"image {number}")
             blob = _fetch(uri, resolver, cap, "image")
         elif isinstance(image.get("bufferView"), int):
-            names.append(safe_label(str(image.get("name") or f"image {number}")))
+            names.append(display_name(str(image.get("name") or "")) or f"image {number}")
             blob = _view_bytes(tree, buffers, image["bufferView"])
         else:
             continue

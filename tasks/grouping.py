@@ -7,6 +7,7 @@ Light (stdlib only, bounded reads): it runs in the web process before anything i
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tasks import references
 from tasks.detect import Detection
 from tasks.pbr_names import group_sets
 from tasks.references import FileIndex, Reference
+from tasks.text_encoding import decoded, is_utf16
 
 MAX_COMPANION_BYTES = 16 * 1024**2
 """An MTL bigger than this is not read for names (its references stay unresolved)."""
@@ -124,7 +126,7 @@ def _references(
             found = index.find(library)
             if found is not None:
                 text = reader.read(by_name[found], MAX_COMPANION_BYTES)
-                yield from references.mtl_maps(text.decode("utf-8", errors="replace"))
+                yield from references.mtl_maps(decoded(text))
     elif fmt == "gltf":
         yield from references.gltf_document_uris(reader.read(model, MAX_JSON_BYTES))
     elif fmt == "glb":
@@ -135,11 +137,15 @@ def _references(
 
 
 def _scan(path: Path, matches: Callable[[bytes], Iterator[re.Match[bytes]]]) -> bytes:
-    """What `matches` finds in a file, read in chunks so a huge model costs no memory."""
+    """What `matches` finds in a file, read in chunks so a huge model costs no memory (UTF-16
+    turned into UTF-8 as it is read)."""
     found: list[bytes] = []
     tail = b""
     with path.open("rb") as file:
-        while chunk := file.read(_CHUNK):
+        utf16 = is_utf16(file.read(2))
+        file.seek(0)
+        text = io.TextIOWrapper(file, encoding="utf-16", errors="replace") if utf16 else None
+        while chunk := (text.read(_CHUNK).encode("utf-8") if text else file.read(_CHUNK)):
             window = tail + chunk
             found.extend(m.group(0) for m in matches(window))
             tail = window[-_OVERLAP:]

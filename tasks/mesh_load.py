@@ -26,11 +26,11 @@ from tasks.archive import ArchiveLimits, check_members, unpack_zip
 from tasks.detect import sniff
 from tasks.errors import CorruptFile, NoGeometry, TaskError, TooLarge, UnsupportedFormat
 from tasks.headers import check_declared_counts
-from tasks.imaging import safe_label
-from tasks.names import distinct_names
+from tasks.names import display_name, distinct_names
 from tasks.obj_fast import load_plain_obj
 from tasks.references import Reference, Verdict
 from tasks.resolver import UploadResolver, unsafe_reference
+from tasks.text_encoding import as_utf8, decoded, is_utf16
 
 _USEMTL = re.compile(rb"[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
 MAX_MTL_BYTES = 64 * 1024**2
@@ -80,6 +80,8 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
         return load_model(_unzipped(source, work_dir, archive_limits), max_pixels=max_pixels,
                           work_dir=work_dir, archive_limits=archive_limits)
     data = source.path.read_bytes()
+    if source.format in ("obj", "off") or (source.format in ("ply", "stl") and is_utf16(data)):
+        data = as_utf8(data)  # UTF-16 or a legacy code page: the parsers read UTF-8
     if not data or data.isspace():
         raise NoGeometry("The file is empty.")
     if source.format == "fbx":
@@ -146,7 +148,7 @@ def _obj_textures(data: bytes, resolver: UploadResolver) -> list[str]:
             continue
         resolver.allow_document(found)
         with (resolver.directory / found).open("rb") as file:
-            text = file.read(MAX_MTL_BYTES).decode("utf-8", errors="replace")
+            text = decoded(file.read(MAX_MTL_BYTES))
         maps.extend(references.mtl_maps(text))
     _refuse_unsafe(maps)
     return _unique([_texture_name(m, resolver) for m in maps])
@@ -160,7 +162,7 @@ def _collada_textures(data: bytes, resolver: UploadResolver) -> list[str]:
 
 def _texture_name(reference: Reference, resolver: UploadResolver) -> str:
     found = resolver.find(reference.raw)
-    return safe_label(found if found is not None else reference.basename)
+    return display_name(found if found is not None else reference.basename) or "?"
 
 
 def _refuse_unsafe(found: list[Reference]) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tasks.text_encoding import decoded
+
 MAX_REFERENCES = 1000
 """A model naming more files than this is not scanned further (its extra names stay unresolved)."""
 
@@ -94,7 +96,7 @@ def obj_libraries(data: bytes) -> list[Reference]:
 def statements(data: bytes, keyword: bytes, pattern: re.Pattern[bytes]) -> Iterator[str]:
     """Group 1 of `pattern` matched at the start of every line holding `keyword`."""
     for match in line_matches(data, keyword, pattern):
-        yield match.group(1).decode("utf-8", errors="replace")
+        yield decoded(match.group(1))  # UTF-8, or a legacy code page's "Café"
 
 
 def line_matches(

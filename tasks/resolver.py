@@ -14,7 +14,9 @@ from trimesh.resolvers import Resolver
 
 from tasks.errors import TaskError, TooLarge, UnsafeReference
 from tasks.imaging import open_image, safe_label
+from tasks.names import display_name
 from tasks.references import FileIndex, Reference, Verdict, classify
+from tasks.text_encoding import as_utf8
 
 MAX_COMPANION_BYTES = 512 * 1024**2
 
@@ -48,7 +50,7 @@ class UploadResolver(Resolver):
             return None
         found = self.index.find(reference)
         if found is None and reference.verdict is Verdict.NAME:
-            label = safe_label(reference.basename)
+            label = display_name(reference.basename) or "?"
             if label not in self.missing:
                 self.missing.append(label)
         return found
@@ -67,7 +69,8 @@ class UploadResolver(Resolver):
         (parsers open images with every Pillow plugin)."""
         found, data = self._located(name)
         if found in self.documents:
-            return data
+            # a material library in UTF-16 or a legacy code page: its parser reads UTF-8
+            return as_utf8(data) if found.lower().endswith(".mtl") else data
         try:
             open_image(data, self.max_pixels, what=f"texture {safe_label(found)}").close()
         except TaskError as error:

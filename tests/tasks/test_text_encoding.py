@@ -1,0 +1,78 @@
+"""Text models as their exporters wrote them: UTF-16 with a byte-order mark, and Windows-1252
+names, from the upload's grouping through detection to the statistics."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from tasks.detect import sniff
+from tasks.grouping import Group, plan
+from tasks.text_encoding import as_utf8, decoded
+from tests.tasks.test_grouping import _upload
+from tests.tasks.test_mesh import run
+
+OBJ = """# a tetrahedron with a named material and group
+mtllib café.mtl
+o Würfel
+v 0 0 0
+v 1 0 0
+v 0 1 0
+v 0 0 1
+usemtl Café_Crème
+f 1 2 3
+f 1 2 4
+f 1 3 4
+f 2 3 4
+"""
+MTL = "newmtl Café_Crème\nKd 0.8 0.2 0.2\nmap_Kd crème.png\n"
+ENCODINGS = {
+    "utf-16-le": codecs.BOM_UTF16_LE + OBJ.encode("utf-16-le"),
+    "utf-16-be": codecs.BOM_UTF16_BE + OBJ.encode("utf-16-be"),
+    "cp1252": OBJ.encode("cp1252"),
+    "utf-8": OBJ.encode("utf-8"),
+}
+
+
+def test_decoding_falls_back_from_utf8_to_windows_1252() -> None:
+    assert decoded("Crème".encode()) == "Crème"
+    assert decoded("Crème".encode()[:-2] + b"\xc3") == "Crè"  # a cut character is left out
+    assert decoded(b"Cr\xe8me \x80 \x81") == "Crème € \x81"  # 0x81: undefined, read as Latin-1
+    assert as_utf8(b"plain") == b"plain"
+    assert as_utf8(codecs.BOM_UTF8 + "é".encode()) == "é".encode()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_text_models_in_any_encoding_are_recognised(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "model"
+    path.write_bytes(ENCODINGS[encoding])
+    detection = sniff(path)
+    assert detection is not None and detection.format == "obj"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_an_obj_in_any_encoding_takes_its_legacy_material_library(
+    tmp_path: Path, encoding: str
+) -> None:
+    files: dict[str, Path | bytes] = {"model.obj": ENCODINGS[encoding],
+                                      "café.mtl": MTL.encode("cp1252"), "other.png": b""}
+    groups, _ = plan(_upload(tmp_path, files))
+    assert Group("mesh", "obj", "model.obj", ("model.obj", "café.mtl")) in groups
+    stats = run(tmp_path, {"model.obj": ENCODINGS[encoding], "café.mtl": MTL.encode("cp1252")},
+                "obj")[0]["stats"]
+    assert stats["faces"] == 4 and stats["material_names"] == ["Café_Crème"]
+    assert stats["missing_textures"] == ["crème.png"]  # the MTL's name, decoded right
+
+
+def test_utf16_ascii_ply_is_read(tmp_path: Path) -> None:
+    ply = ("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+           "property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+           "end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    data = codecs.BOM_UTF16_LE + ply.encode("utf-16-le")
+    path = tmp_path / "model.ply"
+    path.write_bytes(data)
+    detection = sniff(path)
+    assert detection is not None and detection.format == "ply"
+    assert run(tmp_path, {"model.ply": data}, "ply")[0]["stats"]["faces"] == 1
