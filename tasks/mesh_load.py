@@ -73,6 +73,9 @@ class Source:
         return self.directory / self.main
 
 
+_XML_ENCODING = re.compile(rb"""\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)""")
+
+
 def load_model(source: Source, *, max_pixels: int, work_dir: Path,
                archive_limits: ArchiveLimits) -> LoadedModel:
     """Parse the model; raises TaskError subclasses only."""
@@ -101,8 +104,9 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
         data, textures, notes = self_contained_glb(data, source.format, resolver)
         material_count = notes.pop("material_count", None)
     elif source.format == "dae":
+        data = _collada_encoding(data)
         _refuse_entities(data)
-        textures = _collada_textures(data, resolver)
+        textures = _collada_textures(as_utf8(data) if is_utf16(data) else data, resolver)
     elif source.format == "3mf":
         _check_3mf(source.path, archive_limits)
     scene = load_plain_obj(data, resolver) if source.format == "obj" else None
@@ -169,6 +173,18 @@ def _refuse_unsafe(found: list[Reference]) -> None:
     for reference in found:
         if reference.verdict is Verdict.UNSAFE:
             raise unsafe_reference(reference)
+
+
+def _collada_encoding(data: bytes) -> bytes:
+    """The COLLADA document as its XML parser reads it: one that declares no encoding (or
+    UTF-8) yet is not UTF-8 was written in a legacy code page, and becomes UTF-8. UTF-16 and
+    declared encodings are the parser's own business."""
+    if is_utf16(data):
+        return data
+    declared = _XML_ENCODING.match(data[:256])
+    if declared is None or declared.group(1).lower() in (b"utf-8", b"utf8"):
+        return as_utf8(data)
+    return data
 
 
 def _refuse_entities(data: bytes) -> None:

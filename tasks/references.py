@@ -163,7 +163,7 @@ def collada_images(data: bytes) -> list[Reference]:
 
     found = []
     for match in COLLADA_INIT_FROM.finditer(data):
-        text = unquote(match.group(1).decode("utf-8", errors="replace")).strip()
+        text = unquote(decoded(match.group(1))).strip()
         if text.startswith("./"):
             text = text[2:]
         if "." not in text.rsplit("/", 1)[-1]:

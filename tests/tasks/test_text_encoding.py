@@ -11,6 +11,7 @@ import pytest
 from tasks.detect import sniff
 from tasks.grouping import Group, plan
 from tasks.text_encoding import as_utf8, decoded
+from tests.conftest import CORPUS
 from tests.tasks.test_grouping import _upload
 from tests.tasks.test_mesh import run
 
@@ -76,3 +77,31 @@ def test_utf16_ascii_ply_is_read(tmp_path: Path) -> None:
     detection = sniff(path)
     assert detection is not None and detection.format == "ply"
     assert run(tmp_path, {"model.ply": data}, "ply")[0]["stats"]["faces"] == 1
+
+
+def _duck(encoding: str) -> bytes:
+    """The corpus's duck naming its texture "duckCMé.tga", in `encoding` (declared in UTF-16;
+    undeclared otherwise, as legacy exporters write it)."""
+    text = (CORPUS / "Collada" / "duck.dae").read_text("utf-8").replace("duckCM.tga",
+                                                                      "duckCMé.tga")
+    if encoding == "utf-16":
+        text = text.replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>')
+        return codecs.BOM_UTF16_LE + text.encode("utf-16-le")
+    return text.encode(encoding)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252", "utf-8"])
+def test_collada_in_any_encoding_finds_its_texture(tmp_path: Path, encoding: str) -> None:
+    data = _duck(encoding)
+    texture = (CORPUS / "Collada" / "duckCM.tga").read_bytes()
+    path = tmp_path / "duck.dae"
+    path.write_bytes(data)
+    detection = sniff(path)
+    assert detection is not None and detection.format == "dae"
+    files: dict[str, Path | bytes] = {"duck.dae": data, "duckCMé.tga": texture}
+    (tmp_path / "upload").mkdir()
+    groups, _ = plan(_upload(tmp_path / "upload", files))
+    assert groups == [Group("mesh", "dae", "duck.dae", ("duck.dae", "duckCMé.tga"))]
+    stats = run(tmp_path, {"duck.dae": data, "duckCMé.tga": texture}, "dae")[0]["stats"]
+    assert stats["faces"] == 4212
+    assert stats["texture_names"] == ["duckCMé.tga"] and stats["missing_textures"] == []
