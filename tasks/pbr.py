@@ -21,7 +21,7 @@ from tasks.imaging import (
     tone_map,
 )
 from tasks.normal_map import NormalMapVerdict, normal_map_verdict
-from tasks.pbr_names import ROLES, map_role, normal_convention_hint
+from tasks.pbr_names import PACKED, ROLES, map_role, normal_convention_hint
 from tasks.progress import Artifact, Payload, Progress, Result
 
 GREY_ROLES = frozenset({"roughness", "metallic", "ao", "height", "glossiness", "opacity"})
@@ -258,9 +258,12 @@ def render_sphere(
     bitangent = np.cross(normal, tangent)  # points up the sphere, the way v grows
 
     def grey(role: str, default: float) -> NDArray[np.float64]:
-        if role not in maps:
-            return np.full(u.shape, default)
-        return _sample(maps[role], "L", u, v)[:, 0]
+        if role in maps:
+            return _sample(maps[role], "L", u, v)[:, 0]
+        for packed, channels in PACKED.items():  # a channel of a packed map
+            if packed in maps and role in channels:
+                return _sample(maps[packed], "RGB", u, v)[:, channels[role]]
+        return np.full(u.shape, default)
 
     if "basecolor" in maps:
         albedo = srgb_to_linear(_sample(maps["basecolor"], "RGB", u, v))

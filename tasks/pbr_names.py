@@ -18,7 +18,16 @@ ROLES = (
     "opacity",
     "specular",
     "glossiness",
+    "orm",
+    "metallic_roughness",
 )
+PACKED: dict[str, dict[str, int]] = {
+    "orm": {"ao": 0, "roughness": 1, "metallic": 2},
+    "metallic_roughness": {"roughness": 1, "metallic": 2},
+}
+"""Packed maps: the channel (0 red, 1 green, 2 blue) each grey role sits in. ORM (also named
+ARM, occlusionRoughnessMetallic) is Unreal's and glTF's layout; glTF's metallicRoughness
+texture keeps the same green and blue."""
 IMAGE_EXTENSIONS = frozenset(
     {"png", "jpg", "jpeg", "tga", "tif", "tiff", "webp", "bmp", "gif", "exr"}
 )
@@ -36,15 +45,20 @@ _ROLE_WORDS: dict[str, tuple[str, ...]] = {
     "opacity": ("opacity", "transparency", "alpha", "mask"),
     "specular": ("specular", "spec"),
     "glossiness": ("glossiness", "gloss"),
+    "orm": ("orm", "arm",
+            rf"(?:ambient{_SEP}?)?occlusion{_SEP}?rough(?:ness)?{_SEP}?metal(?:lic|ness)?"),
+    "metallic_roughness": (rf"metal(?:lic|ness)?{_SEP}?rough(?:ness)?",
+                           rf"rough(?:ness)?{_SEP}?metal(?:lic|ness)?"),
 }
 _ROLE_PATTERNS = {
     role: re.compile("|".join(f"(?:{word})" for word in words))
     for role, words in _ROLE_WORDS.items()
 }
-# stem, role word, then an optional resolution tag ("_2k", as Poly Haven names its maps)
+# stem, role word, then an optional resolution tag ("_2k" as Poly Haven names its maps, "_4K",
+# or pixels: "_256", "_1024")
 _MAP_NAME = re.compile(
     rf"(?P<stem>.+?){_SEP}(?P<role>{'|'.join(p.pattern for p in _ROLE_PATTERNS.values())})"
-    rf"(?:(?P<sep>{_SEP})(?P<resolution>\d{{1,2}}k))?"
+    rf"(?:(?P<sep>{_SEP})(?P<resolution>\d{{1,2}}k|\d{{2,5}}))?"
 )
 
 

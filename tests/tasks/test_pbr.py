@@ -47,6 +47,15 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
         ("wood_spec.png", ("wood", "specular")),
         ("wood_gloss.png", ("wood", "glossiness")),
         ("rock_wall_diff_2k.jpg", ("rock_wall_2k", "basecolor")),
+        ("Rock_BaseColor_4K.png", ("rock_4k", "basecolor")),
+        ("rock_normal_256.png", ("rock_256", "normal")),
+        ("rock_roughness_1024.jpg", ("rock_1024", "roughness")),
+        ("Rock_ORM.png", ("rock", "orm")),
+        ("rock_arm_2k.jpg", ("rock_2k", "orm")),
+        ("Rock_occlusionRoughnessMetallic.png", ("rock", "orm")),
+        ("Rock_roughnessMetallic.png", ("rock", "metallic_roughness")),
+        ("Rock_MetallicRoughness.png", ("rock", "metallic_roughness")),
+        ("rock_metal_rough.png", ("rock", "metallic_roughness")),
         ("C:\\assets\\rock_ao.png", ("rock", "ao")),
         ("rock_metal.mtl", None),  # a material library, not a map
         ("rock_normal.psd", None),
@@ -207,6 +216,36 @@ def test_roughness_changes_the_highlight(tmp_path: Path) -> None:
         peaks[roughness] = (luminance.max(), int((luminance > 200).sum()))
     assert peaks[20][0] > peaks[230][0] + 40  # a smooth sphere shows a bright, tight highlight
     assert peaks[20][1] > 0 and peaks[230][1] == 0
+
+
+def test_packed_maps_give_their_channels_to_the_preview(tmp_path: Path) -> None:
+    base = Image.new("RGB", (64, 64), (230, 180, 60))
+    pictures = {}
+    sets: dict[str, dict[str, Image.Image]] = {
+        "apart": {"basecolor": base, "roughness": grey(90), "metallic": grey(255),
+                  "ao": grey(128)},
+        "orm": {"basecolor": base, "orm": Image.new("RGB", (64, 64), (128, 90, 255))},
+        "metallic_roughness": {"basecolor": base, "ao": grey(128),
+                               "metallic_roughness": Image.new("RGB", (64, 64), (0, 90, 255))},
+    }
+    for name, maps in sets.items():
+        folder = tmp_path / name
+        result, picture = run(folder, write_set(folder / "files", maps))
+        assert set(result["stats"]["roles"]) == set(maps)
+        pictures[name] = picture.astype(int)
+    # the same sphere whether the grey maps come apart or packed in one
+    assert np.abs(pictures["orm"] - pictures["apart"]).max() <= 1
+    assert np.abs(pictures["metallic_roughness"] - pictures["apart"]).max() <= 1
+
+
+def test_a_packed_set_with_resolution_tags_is_one_material(tmp_path: Path) -> None:
+    from tasks.pbr_names import group_sets
+
+    names = ["Rock_BaseColor_4K.png", "Rock_Normal_4K.png", "Rock_ORM_4K.png",
+             "Rock_BaseColor_256.png", "Rock_Normal_256.png", "Rock_ARM_256.png"]
+    sets = group_sets(names)
+    assert [(s.stem, sorted(s.maps)) for s in sets] == [
+        ("rock_256", ["basecolor", "normal", "orm"]), ("rock_4k", ["basecolor", "normal", "orm"])]
 
 
 def test_metal_loses_its_diffuse_light(tmp_path: Path) -> None:
