@@ -90,6 +90,8 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
     (b"\x76\x2f\x31\x01", "exr"),

@@ -117,11 +117,18 @@ def _power_of_two(n: int) -> bool:
 
 
 def _bit_depth(image: Image.Image, fmt: str, source: Path) -> int:
-    """Bits per sample as stored: Pillow reads 16-bit colour PNG and TIFF into 8-bit modes."""
+    """Bits per sample as stored (Pillow reads 16-bit colour PNG and TIFF into 8-bit modes);
+    for BMP, bits per pixel as stored (1, 4, 8, 16, 24 or 32), as BMP tools report it."""
     if fmt == "png":
         with source.open("rb") as file:
             ihdr = file.read(25)
         return ihdr[24]  # the IHDR chunk always comes first; byte 24 is its bit depth
+    if fmt == "bmp":  # bits per pixel as stored: Pillow reads 4-bit as 8, 16-bit as 24
+        with source.open("rb") as file:
+            header = file.read(30)
+        size = int.from_bytes(header[14:18], "little")
+        at = 24 if size == 12 else 28  # OS/2's BITMAPCOREHEADER, else BITMAPINFOHEADER and up
+        return int.from_bytes(header[at:at + 2], "little")
     if fmt == "tiff":
         bits = image.getexif().get(258)  # BitsPerSample
         if isinstance(bits, tuple) and bits:

@@ -51,6 +51,16 @@ def save(tmp_path: Path, image: Image.Image, fmt: str, **options: Any) -> Path:
     return source
 
 
+def describe_bytes(tmp_path: Path, data: bytes, expected: str) -> dict[str, Any]:
+    """The stats of the bytes as a texture, recognised as the upload would (as `expected`)."""
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    detection = sniff(source)
+    assert detection is not None and detection.format == expected
+    stats: dict[str, Any] = describe_file(tmp_path, source)[0]["stats"]
+    return stats
+
+
 def thumbnail(tmp_path: Path) -> Image.Image:
     with Image.open(tmp_path / "artifacts" / "thumbnail.png") as image:
         image.load()
@@ -396,3 +406,33 @@ def test_truncated_exr_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(TaskError) as caught:
         describe_file(tmp_path, source, fmt="exr")
     assert caught.value.code == "corrupt_file"
+
+
+def bmp(bits: int, width: int = 5, height: int = 3) -> bytes:
+    """A BMP (BITMAPINFOHEADER, uncompressed) of `bits` per pixel, as old tools write them:
+    Pillow writes only some depths itself."""
+    colours = 2**bits if bits <= 8 else 0
+    row = (width * bits + 31) // 32 * 4
+    pixels = bytes(range(row * height))
+    palette = b"".join(bytes([(i * 37) % 256, (i * 91) % 256, (i * 13) % 256, 0])
+                       for i in range(colours))
+    offset = 14 + 40 + len(palette)
+    return (b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+            + struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 0, len(pixels), 2835,
+                          2835, colours, 0)
+            + palette + pixels)
+
+
+@pytest.mark.parametrize("bits", [1, 4, 8, 16, 24, 32])
+def test_bmp_bit_depth_is_the_stored_one(tmp_path: Path, bits: int) -> None:
+    stats = describe_bytes(tmp_path, bmp(bits), "bmp")
+    assert stats["bit_depth"] == bits and (stats["width"], stats["height"]) == (5, 3)
+
+
+def test_bigtiff_is_accepted(tmp_path: Path) -> None:
+    import imagecodecs
+
+    pixels = np.zeros((8, 12, 3), dtype=np.uint8)
+    pixels[..., 0] = 200
+    stats = describe_bytes(tmp_path, imagecodecs.tiff_encode(pixels, bigtiff=True), "tiff")
+    assert (stats["format"], stats["width"], stats["height"]) == ("tiff", 12, 8)
