@@ -434,5 +434,5 @@ def test_bigtiff_is_accepted(tmp_path: Path) -> None:
 
     pixels = np.zeros((8, 12, 3), dtype=np.uint8)
     pixels[..., 0] = 200
-    stats = describe_bytes(tmp_path, imagecodecs.tiff_encode(pixels, bigtiff=True), "tiff")
+    stats = describe_bytes(tmp_path, bytes(imagecodecs.tiff_encode(pixels, bigtiff=True)), "tiff")
     assert (stats["format"], stats["width"], stats["height"]) == ("tiff", 12, 8)
