@@ -151,7 +151,8 @@ def safe_label(text: str) -> str:
 
 @dataclass(frozen=True)
 class ExrImage:
-    """The first part of an OpenEXR file: linear colour (rows, columns, 3), optional alpha."""
+    """The part of an OpenEXR file shown: linear colour (rows, columns, 3), optional alpha;
+    `channels` describes every part's."""
 
     width: int
     height: int
@@ -190,14 +191,34 @@ def open_exr(source: Path, max_pixels: int, *, what: str = "image") -> ExrImage:
             f"The {label} has {samples:,} samples; the limit is "
             f"{max_pixels * MAX_EXR_SAMPLES_PER_PIXEL:,} samples."
         )
-    width, height = _data_window(headers[0], label)
     try:
-        channels_read = OpenEXR.File(str(source), separate_channels=True).channels()
+        parts = [part.channels for part in OpenEXR.File(str(source), separate_channels=True).parts]
     except MemoryError:
         raise
     except Exception as error:
         raise CorruptFile(f"The {label} is damaged and cannot be decoded as OpenEXR.") from error
-    return _exr_image(channels_read, width, height, len(headers), label)
+    if len(parts) != len(headers):  # a truncated file reads as fewer parts, or none
+        raise CorruptFile(f"The {label} is damaged and cannot be decoded as OpenEXR.")
+    # the first part that has colour is shown (a render's "beauty" after its depth, say)
+    shown = next((i for i, channels in enumerate(parts) if _colour_layer(channels)), 0)
+    width, height = _data_window(headers[shown], label)
+    described = [(safe_label(str(name)), channel.type().name.lower())
+                 for channels in parts for name, channel in channels.items()]
+    return _exr_image(parts[shown], width, height, described, len(parts), label)
+
+
+def _colour_layer(names: Iterable[str]) -> tuple[list[str], str | None] | None:
+    """The R, G, B channels of the first colour layer by name (the unnamed one first), and its
+    alpha; None without one. Layers are the channel names' prefixes: "diffuse.R"."""
+    layers: dict[str, dict[str, str]] = {}
+    for name in names:
+        prefix, _, last = str(name).rpartition(".")
+        layers.setdefault(prefix, {})[last.upper()] = str(name)
+    for prefix in sorted(layers):  # "" sorts first
+        found = layers[prefix]
+        if {"R", "G", "B"} <= found.keys():
+            return [found["R"], found["G"], found["B"]], found.get("A")
+    return None
 
 
 def _data_window(header: dict[str, Any], label: str) -> tuple[int, int]:
@@ -213,28 +234,33 @@ def _data_window(header: dict[str, Any], label: str) -> tuple[int, int]:
 
 
 def _exr_image(
-    channels: dict[str, Any], width: int, height: int, parts: int, label: str
+    channels: dict[str, Any], width: int, height: int, described: list[tuple[str, str]],
+    parts: int, label: str,
 ) -> ExrImage:
+    """The colour (and alpha) to show of one part's channels: its first colour layer, else its
+    luminance (Y), else its first channel that is not an alpha."""
     planes: dict[str, NDArray[np.float32]] = {}
-    described: list[tuple[str, str]] = []
     for name, channel in channels.items():
         pixels = np.asarray(channel.pixels)
         kind = channel.type().name.lower()
-        described.append((safe_label(str(name)), kind))
         if pixels.shape != (height, width):  # subsampled (chroma) channels are not shown
             continue
         plane = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=65504.0, neginf=0.0)
         if kind == "uint":  # ids or counts, not light: spread them over 0..1 to be seen
             plane /= max(float(plane.max()), 1.0)
         planes[str(name)] = plane
-    if {"R", "G", "B"} <= planes.keys():
-        colour = np.dstack([planes["R"], planes["G"], planes["B"]])
+    layer = _colour_layer(planes)
+    alpha_name: str | None = "A"
+    if layer is not None:
+        rgb, alpha_name = layer
+        colour = np.dstack([planes[name] for name in rgb])
     elif planes:
-        grey = planes.get("Y", next(iter(planes.values())))
+        opaque = [n for n in planes if n.rpartition(".")[2].upper() != "A"] or list(planes)
+        grey = planes.get("Y", planes[opaque[0]])
         colour = np.dstack([grey, grey, grey])
     else:
         raise CorruptFile(f"The {label} has no full-resolution channel to show.")
-    alpha = planes.get("A")
+    alpha = planes.get(alpha_name) if alpha_name else None
     return ExrImage(width, height, tuple(described), parts, colour, alpha)
 
 

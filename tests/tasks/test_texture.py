@@ -436,3 +436,33 @@ def test_bigtiff_is_accepted(tmp_path: Path) -> None:
     pixels[..., 0] = 200
     stats = describe_bytes(tmp_path, bytes(imagecodecs.tiff_encode(pixels, bigtiff=True)), "tiff")
     assert (stats["format"], stats["width"], stats["height"]) == ("tiff", 12, 8)
+
+
+def test_a_layered_exr_shows_its_colour_layer_not_its_alpha(tmp_path: Path) -> None:
+    import OpenEXR
+
+    red = np.zeros((8, 8), dtype=np.float32)
+    red[:] = 0.5
+    zero, one = np.zeros_like(red), np.ones_like(red)
+    source = tmp_path / "layers.exr"
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, {"A": one, "depth.Z": one * 7, "diffuse.R": red, "diffuse.G": zero,
+                          "diffuse.B": zero}).write(str(source))
+    stats = describe_file(tmp_path, source, fmt="exr")[0]["stats"]
+    assert len(stats["channels"]) == 5
+    assert thumbnail(tmp_path).getpixel((4, 4)) == (188, 0, 0)  # 0.5 linear red, not white
+
+
+def test_a_multi_part_exr_shows_the_part_with_colour(tmp_path: Path) -> None:
+    import OpenEXR
+
+    colour = np.zeros((4, 6, 3), dtype=np.float32)
+    colour[..., 2] = 0.5
+    source = tmp_path / "parts.exr"
+    OpenEXR.File([OpenEXR.Part({"type": OpenEXR.scanlineimage},
+                               {"Z": np.ones((4, 6), dtype=np.float32) * 3}, "depth"),
+                  OpenEXR.Part({"type": OpenEXR.scanlineimage}, {"RGB": colour}, "beauty"),
+                  ]).write(str(source))
+    stats = describe_file(tmp_path, source, fmt="exr")[0]["stats"]
+    assert stats["parts"] == 2 and (stats["width"], stats["height"]) == (6, 4)
+    assert thumbnail(tmp_path).getpixel((3, 2)) == (0, 0, 188)
