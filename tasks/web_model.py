@@ -15,9 +15,13 @@ import trimesh
 from numpy.typing import NDArray
 from PIL import Image
 
+from tasks.clustering import clustered
 from tasks.progress import Artifact, Progress
 
 LOD_RATIOS = (0.5, 0.1)
+LOD_TOLERANCE = 0.05
+"""How far (a share of the faces) a LOD may land from its ratio before clustering steps in,
+and before its summary says why."""
 
 
 TEXTURE_SLOTS = ("image", "baseColorTexture", "metallicRoughnessTexture", "normalTexture",
@@ -90,6 +94,34 @@ def _saves_as_read(image: Image.Image, encoded: bytes) -> Callable[..., None]:
     return saved
 
 
+def _simplified(
+    points: NDArray[np.float32], triangles: NDArray[np.int32], original: int, ratio: float,
+) -> tuple[NDArray[np.float32], NDArray[np.int32], dict[str, Any]]:
+    """The mesh simplified to `ratio` of `original` faces, and what its summary says: quadric
+    collapses first; vertex clustering where they stop short (by more than LOD_TOLERANCE)."""
+    target = max(1, round(original * ratio))
+    simpler, faces = fast_simplification.simplify(
+        points, triangles, target_reduction=max(0.0, 1.0 - target / max(len(triangles), 1)))
+    points = np.asarray(simpler, dtype=np.float32)
+    triangles = np.asarray(faces, dtype=np.int32)
+    entry: dict[str, Any] = {"ratio": ratio, "method": "quadric"}
+    stalled = len(triangles) / original
+    if stalled > ratio + LOD_TOLERANCE:
+        points, triangles = clustered(points, triangles, target)
+        entry.update(method="clustering", why=(
+            f"Quadric simplification stopped at {stalled:.0%} of the faces: open edges, edges "
+            "shared by more than two faces and loose parts do not collapse. Vertex clustering "
+            "took it further."))
+    reached = len(triangles) / original
+    if abs(reached - ratio) > LOD_TOLERANCE:
+        entry["why"] = " ".join(filter(None, [entry.get("why"), (
+            f"The simplified model keeps {reached:.0%} of the faces: "
+            + ("the mesh is too small or too loose to come closer." if reached < ratio
+               else "no coarser mesh keeps its shape."))]))
+    entry.update(faces=len(triangles), vertices=len(points), reached=round(reached, 4))
+    return points, triangles, entry
+
+
 @dataclass
 class Lods:
     """What write_lods made: its artifacts, their summary for the stats, and the smallest level
@@ -109,18 +141,15 @@ def write_lods(welded: trimesh.Trimesh, directory: Path, min_faces: int, progres
         return lods
     points = np.asarray(welded.vertices, dtype=np.float32)
     triangles = np.asarray(welded.faces, dtype=np.int32)
-    kept = 1.0
+    original = len(triangles)
     for level, ratio in enumerate(ratios, start=1):
         progress("lods", (level - 1) / len(ratios))
         # each level is simplified from the one before: the same result for a fraction of the work
-        points, triangles = fast_simplification.simplify(
-            points, triangles, target_reduction=max(0.0, 1.0 - ratio / kept))
-        kept = ratio
+        points, triangles, entry = _simplified(points, triangles, original, ratio)
         lod = trimesh.Trimesh(vertices=points, faces=triangles, process=False)
         name = f"model-lod{level}.glb"
         lods.artifacts.append(write_glb(trimesh.Scene(lod), directory / name))
-        lods.summary.append({"name": name, "ratio": ratio, "faces": len(triangles),
-                             "vertices": len(points)})
+        lods.summary.append({"name": name, **entry})
     progress("lods", 1.0)
     lods.smallest = (points, triangles)
     return lods

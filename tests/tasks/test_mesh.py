@@ -428,3 +428,34 @@ def test_a_texture_made_in_memory_is_still_encoded_into_the_web_model(tmp_path: 
     (mesh,) = load_glb((tmp_path / "model.glb").read_bytes()).geometry.values()
     texture = mesh.visual.material.baseColorTexture
     assert texture.size == (8, 8) and texture.convert("RGB").getpixel((3, 3)) == (250, 10, 10)
+
+
+def test_lods_land_within_five_points_of_their_ratio(tmp_path: Path) -> None:
+    # the engine: 86 loose parts, 19,349 open edges, 11,813 shared by more than two faces;
+    # quadric collapses stopped at 45% for the 10% level
+    engine = "glTF2/2CylinderEngine-glTF-Binary/2CylinderEngine.glb"
+    result, _ = run(tmp_path, {"engine.glb": engine}, "glb", full=True, lod_min_faces=100)
+    lods = result["stats"]["lods"]
+    assert [lod["ratio"] for lod in lods] == [0.5, 0.1]
+    for lod in lods:
+        assert abs(lod["reached"] - lod["ratio"]) <= 0.05
+        assert lod["reached"] == round(lod["faces"] / result["stats"]["faces"], 4)
+    assert lods[0]["method"] == "quadric" and "why" not in lods[0]
+    assert lods[1]["method"] == "clustering" and "Quadric simplification stopped" in lods[1]["why"]
+
+
+def test_clustering_reaches_its_target_on_anything() -> None:
+    from tasks.clustering import clustered
+
+    loose = [trimesh.creation.box().apply_translation([3 * i, 0, 0]) for i in range(40)]
+    sphere = trimesh.creation.icosphere(subdivisions=4)  # 5,120 faces
+    mesh: Any = trimesh.util.concatenate([*loose, sphere])
+    points = np.asarray(mesh.vertices, dtype=np.float32)
+    triangles = np.asarray(mesh.faces, dtype=np.int32)
+    for target in (2_000, 1_000):
+        simpler, faces = clustered(points, triangles, target)
+        assert 0.8 * target <= len(faces) <= target
+        assert faces.max() < len(simpler) and np.isfinite(simpler).all()
+        assert len(np.unique(faces)) == len(simpler)  # no point left unused
+    # 40 boxes cannot keep 12 faces each in 100: the whole is one box then, never more
+    assert len(clustered(points, triangles, 100)[1]) <= 100
