@@ -63,6 +63,8 @@ export class Card {
     line.append(this.stage, this.queue, this.elapsed);
     this.error = element("p", "error");
     this.noticeLine = element("p", "notice");
+    this.missing = element("p", "missing");
+    this.missing.hidden = true;
     this.details = element("details", "details");
     this.details.hidden = true;
     this.summaryLine = element("summary", "summary");
@@ -77,8 +79,8 @@ export class Card {
       button.addEventListener("click", () => act(action));
     }
     actions.append(this.cancel, this.retry);
-    body.append(head, meta, this.bar, line, this.error, this.noticeLine, this.details, this.links,
-      actions);
+    body.append(head, meta, this.bar, line, this.error, this.noticeLine, this.missing,
+      this.details, this.links, actions);
     root.append(this.preview, body);
   }
 
@@ -174,6 +176,14 @@ export class Card {
       attachTurntable(this.preview, sprite.url || artifactUrl(task.task_id, sprite.name), layout,
         task.filename);
     }
+
+    // textures the model names but the upload lacked: on the card's face, not only in details
+    const missing = success && task.result && Array.isArray(task.result.missing_textures)
+      ? task.result.missing_textures : [];
+    setText(this.missing, missing.length === 0 ? "" : `⚠ ${plural(missing.length,
+      "missing texture")}: ${missing.join(", ")}`);
+    this.missing.hidden = missing.length === 0;
+    if (missing.length) this.missing.title = "upload these files with the model to see them";
 
     this.details.replaceChildren(this.summaryLine);
     const table = success ? statsTable(task.kind, task.result) : null;

@@ -250,3 +250,19 @@ def test_a_failed_task_shows_its_error_and_can_be_retried(signed_in: WebDriver) 
     assert len(found) == 1 and found[0]["error"].endswith(f"({with_code.group(1)})")
     assert browser.find_element(By.CSS_SELECTOR, ".batch-summary").text == "0 of 1 done, 1 failed"
     assert page_errors(browser) == []
+
+
+def test_missing_textures_show_on_the_cards_face(signed_in: WebDriver) -> None:
+    browser = signed_in
+    # the spider's material library names five images; none of them is dropped with it
+    drop(browser, [corpus("OBJ/spider.obj"), corpus("OBJ/spider.mtl"), corpus("OBJ/box.obj")])
+    found = wait_for_cards(
+        browser, lambda cs: len(cs) == 2 and all(c["state"] == "SUCCESS" for c in cs),
+        "both models should succeed")
+    line = {c["filename"]: browser.find_element(
+        By.CSS_SELECTOR, f'.card[data-task-id="{c["task_id"]}"] .missing') for c in found}
+    assert line["spider.obj"].is_displayed()  # on the face, with the details still folded
+    text = line["spider.obj"].text
+    assert text.startswith("⚠ 5 missing textures: ") and "SpiderTex.jpg" in text
+    assert not line["box.obj"].is_displayed()
+    assert page_errors(browser) == []
