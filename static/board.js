@@ -156,7 +156,8 @@ export class Board {
     const previous = task.state;
     const previousAttempt = task.attempt;
     if (change.state === "STARTED") {
-      Object.assign(task, { started: ts, finished: null });
+      // a new run: what an earlier run of this attempt showed is gone with it
+      Object.assign(task, { started: ts, finished: null, result: null, artifacts: [] });
     } else if (QUEUED.has(change.state)) {
       // a new attempt: the last outcome no longer holds
       Object.assign(task, { started: null, finished: null, result: null, artifacts: [],
@@ -165,7 +166,8 @@ export class Board {
     if (TERMINAL.has(change.state)) task.finished = ts;
     if (!TERMINAL.has(change.state)) Object.assign(task, { error: null });
     Object.assign(task, change);
-    if (change.state === "SUCCESS") {
+    // the outcome, or while it runs what it has so far (its statistics, a thumbnail)
+    if (change.state === "SUCCESS" || Array.isArray(change.artifacts)) {
       task.artifacts = (change.artifacts || []).map((a) => ({
         ...a, url: a.url || artifactUrl(task.task_id, a.name),
       }));

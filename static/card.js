@@ -121,7 +121,9 @@ export class Card {
     setText(this.noticeLine, this.notice);
     this.noticeLine.hidden = this.notice === "";
 
-    this.renderOutcome(state === "SUCCESS");
+    // while it runs, what the task has so far: its statistics and thumbnail
+    const partial = RUNNING.has(state) && (task.artifacts || []).length > 0;
+    this.renderOutcome(state === "SUCCESS", partial);
     this.cancel.hidden = TERMINAL.has(state);
     this.retry.hidden = !RETRYABLE.has(state);
   }
@@ -145,11 +147,16 @@ export class Card {
     setText(this.elapsed, text);
   }
 
-  /** Preview, statistics and links, rebuilt only when the outcome changes (not per event). */
-  renderOutcome(success) {
+  /**
+   * Preview, statistics and links, rebuilt only when the outcome changes (not per event);
+   * `partial`: a running task's result so far, shown the same way.
+   */
+  renderOutcome(success, partial = false) {
     const task = this.task;
-    const artifacts = success ? task.artifacts || [] : [];
-    const key = success ? JSON.stringify([task.attempt, artifacts.map((a) => [a.name, a.size])])
+    const shown = success || partial;
+    const artifacts = shown ? task.artifacts || [] : [];
+    const key = shown
+      ? JSON.stringify([success, task.attempt, artifacts.map((a) => [a.name, a.size])])
       : `${task.state} ${task.format || ""}`;
     if (key === this.outcomeKey) return;
     this.outcomeKey = key;
@@ -178,7 +185,7 @@ export class Card {
     }
 
     // textures the model names but the upload lacked: on the card's face, not only in details
-    const missing = success && task.result && Array.isArray(task.result.missing_textures)
+    const missing = shown && task.result && Array.isArray(task.result.missing_textures)
       ? task.result.missing_textures : [];
     setText(this.missing, missing.length === 0 ? "" : `⚠ ${plural(missing.length,
       "missing texture")}: ${missing.join(", ")}`);
@@ -186,7 +193,7 @@ export class Card {
     if (missing.length) this.missing.title = "upload these files with the model to see them";
 
     this.details.replaceChildren(this.summaryLine);
-    const table = success ? statsTable(task.kind, task.result) : null;
+    const table = shown ? statsTable(task.kind, task.result) : null;
     this.details.hidden = table === null;
     if (table !== null) {
       this.details.append(table);

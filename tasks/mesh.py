@@ -1,7 +1,9 @@
 """The mesh pipeline: load → analyse → thumbnail → web model → LODs → turntable.
 
 Each stage reports its own progress; artifacts go to the task's artifacts directory; the stats
-summarise the model as its scene places it."""
+summarise the model as its scene places it. The stats and the thumbnail (then the web model)
+reach the client as soon as they are written (`tasks.progress.share`), before the LODs and the
+turntable."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from tasks.forked import Forked
 from tasks.imaging import to_display
 from tasks.mesh_load import LoadedModel, Source, load_model
 from tasks.mesh_stats import Measured, measure, mesh_instances
-from tasks.progress import Artifact, Payload, Progress, Result
+from tasks.progress import Artifact, Payload, Progress, Result, share
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
 from tasks.web_model import Lods, keep_encoded_textures, write_glb, write_lods
 
@@ -75,10 +77,12 @@ def process(payload: Payload, progress: Progress) -> Result:
         thumbnail = render_view(parts, size=size, using=using)
         artifacts.append(_save_png(thumbnail, artifacts_dir / "thumbnail.png"))
         progress("thumbnail", 1.0)
+        share(progress, {"stats": dict(stats), "artifacts": list(artifacts)})  # seen at once
 
         progress("web_model", 0.0)
         artifacts.append(write_glb(model.scene, artifacts_dir / "model.glb"))
         progress("web_model", 1.0)
+        share(progress, {"stats": dict(stats), "artifacts": list(artifacts)})
 
         progress("lods", 0.0)
         if forks:

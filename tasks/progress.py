@@ -14,6 +14,14 @@ class Progress(Protocol):
     def __call__(self, stage: str, fraction: float) -> None: ...
 
 
+def share(progress: Progress, result: Result) -> None:
+    """Hand the client what the task has so far (its statistics, the artifacts written) while it
+    goes on; a `progress` that cannot carry it (a test's lambda) takes nothing."""
+    partial = getattr(progress, "partial", None)
+    if callable(partial):
+        partial(result)
+
+
 class Limits(TypedDict):
     """Every limit a pipeline obeys. The defaults and their KILN_* settings are in settings.py."""
 

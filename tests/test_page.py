@@ -266,3 +266,19 @@ def test_missing_textures_show_on_the_cards_face(signed_in: WebDriver) -> None:
     assert text.startswith("⚠ 5 missing textures: ") and "SpiderTex.jpg" in text
     assert not line["box.obj"].is_displayed()
     assert page_errors(browser) == []
+
+
+def test_a_running_models_card_shows_its_thumbnail_and_stats_so_far(
+        signed_in: WebDriver, page_server: LiveServer, tmp_path: Path) -> None:
+    browser = signed_in
+    # a stand-in that shares a thumbnail and its stats, then waits to be let go
+    drop(browser, [named_copy(tmp_path, corpus("OBJ/box.obj"), "share-box.obj")])
+    (running,) = wait_for_cards(
+        browser, lambda cs: len(cs) == 1 and cs[0]["state"] == "PROGRESS" and cs[0]["thumbnail"],
+        "the running card should show the thumbnail it has so far")
+    assert dict(running["stats"])["Faces"] == "12"
+    release = page_server.settings.data_dir / "tasks" / running["task_id"] / "release"
+    release.touch()
+    (done,) = wait_for_cards(browser, lambda cs: cs[0]["state"] == "SUCCESS", "then it succeeds")
+    assert done["thumbnail"] and dict(done["stats"])["Faces"] == "12"
+    assert page_errors(browser) == []

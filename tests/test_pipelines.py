@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from tests.client import Event, KilnClient, collect, terminal_for
-from tests.conftest import corpus
-from tests.live import LiveServer
+from tests.conftest import corpus, make_settings
+from tests.live import LiveServer, ServerFactory
 from tests.users import add_user
 
 SPIDER = ["spider.obj", "spider.mtl", "SpiderTex.jpg", "drkwood2.jpg", "engineflare1.jpg",
@@ -81,6 +82,15 @@ async def test_one_upload_grouped_into_model_set_and_texture_tasks(
         assert [order.index(stage) for stage in stages] == sorted(order.index(s) for s in stages)
         artifacts = {a["name"]: a for a in spider["artifacts"]}
         assert {"thumbnail.png", "turntable.png", "model.glb"} <= set(artifacts)
+        # the stats and the thumbnail reached the stream before the LODs and the turntable
+        own = [e.data for e in events
+               if e.event == "task" and e.data["task_id"] == tasks["spider.obj"]["task_id"]]
+        early = next(e for e in own if e["state"] == "PROGRESS" and e.get("artifacts"))
+        assert own.index(early) < own.index(spider)
+        assert early["result"]["faces"] == spider["result"]["faces"]
+        assert "lods" not in early["result"] and "turntable" not in early["result"]
+        assert "thumbnail.png" in {a["name"] for a in early["artifacts"]}
+        assert "turntable.png" not in {a["name"] for a in early["artifacts"]}
         assert artifacts["model.glb"]["media_type"] == "model/gltf-binary"
         record = (await client.get(f"/api/tasks/{tasks['spider.obj']['task_id']}")).json()
         assert {a["name"] for a in record["artifacts"]} == set(artifacts)
@@ -177,3 +187,30 @@ async def test_every_model_format_succeeds_in_the_real_child_pool(live_server: L
         assert "thumbnail.png" in {a["name"] for a in final["artifacts"]}
     broken = _final(events, tasks["OutOfMemory.off"])
     assert (broken["state"], broken["error"]["code"]) == ("FAILURE", "corrupt_file")
+
+
+async def test_a_running_task_shows_its_result_so_far(
+        live_server_factory: ServerFactory, redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings(redis_url, tmp_path / "data")
+    server = live_server_factory(settings, pipelines={
+        "mesh": "tests.helpers.pipelines:share_then_wait", "texture": "tasks.texture:describe"})
+    await add_user(redis_url, "alice")
+    async with KilnClient(server.url) as client:
+        await client.login("alice", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+        events = await collect(stream, lambda ev: any(
+            e.event == "task" and e.data.get("artifacts") for e in ev))
+        early = next(e.data for e in events if e.event == "task" and e.data.get("artifacts"))
+        assert early["state"] == "PROGRESS" and early["result"] == {"faces": 12}
+        # the run is waiting: what the API says now is the result so far, thumbnail and all
+        record = (await client.get(f"/api/tasks/{tid}")).json()
+        assert record["state"] == "PROGRESS" and record["result"] == {"faces": 12}
+        (thumbnail,) = record["artifacts"]
+        picture = await client.get(thumbnail["url"])
+        assert picture.status_code == 200 and len(picture.content) == thumbnail["size"]
+        (settings.data_dir / "tasks" / tid / "release").touch()
+        events = await collect(stream, terminal_for([tid]))
+        await stream.aclose()
+        assert _final(events, tid)["result"] == {"faces": 12, "finished": True}

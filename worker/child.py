@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from tasks.errors import INTERNAL_ERROR, MEMORY_LIMIT, TaskError
-from tasks.progress import Progress
+from tasks.progress import Progress, Result
 
 GiB = 1024**3
 PROGRESS_INTERVAL = 0.05
@@ -26,8 +26,8 @@ _PR_SET_PDEATHSIG = 1
 class Channel:
     """The private protocol pipe to the parent: one JSON object per line, flushed at once.
 
-    The child sends `ready` once warm, then for each request any number of `progress` messages
-    followed by exactly one `result` or `error`.
+    The child sends `ready` once warm, then for each request any number of `progress` and
+    `partial` messages followed by exactly one `result` or `error`.
     """
 
     def __init__(self, stream: BinaryIO) -> None:
@@ -61,6 +61,10 @@ class ThrottledProgress:
         self._channel.send(
             {"type": "progress", "id": self._task_id, "stage": stage, "fraction": fraction}
         )
+
+    def partial(self, result: Result) -> None:
+        """The result so far (`tasks.progress.share`): never throttled, sent in order."""
+        self._channel.send({"type": "partial", "id": self._task_id, "value": result})
 
 
 def resolve(name: str) -> Callable[[dict[str, Any], Progress], object]:

@@ -127,8 +127,10 @@ class _Run:
             # the run that held it is gone: a new attempt in a new job, or `worker_lost`
             await self.services.queue.recover_lost(record)
             return
+        # a run's partial result belongs to it: none is left from a run handed back
         claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
-                                   fields={"started": repr(time.time()), "job": self.job_id})
+                                   fields={"started": repr(time.time()), "job": self.job_id,
+                                           "result": "", "artifacts": ""})
         if claimed is None:
             return  # another delivery got there first, or it was cancelled meanwhile
         lease = asyncio.create_task(self._keep_lease())
@@ -184,7 +186,8 @@ class _Run:
         progress = ProgressCoalescer(self._send_progress, hz=settings.progress_hz,
                                      on_rejected=rejected)
         inner = asyncio.create_task(self.kiln.pool.run(
-            function, payload, on_progress=progress.update, timeout=settings.task_timeout))
+            function, payload, on_progress=progress.update, timeout=settings.task_timeout,
+            on_partial=progress.partial))
         self.kiln.running[self.task_id] = inner
         try:
             result = await inner
@@ -229,10 +232,20 @@ class _Run:
             "limits": settings.pipeline_limits(),
         }
 
-    async def _send_progress(self, stage: str, fraction: float) -> bool:
+    async def _send_progress(self, stage: str, fraction: float,
+                             partial: dict[str, Any] | None) -> bool:
+        """One PROGRESS event; with a partial result, its stats and the artifacts written so far
+        go into the event and the record (GET /api/tasks/{id} shows them while it runs)."""
+        extra: dict[str, Any] | None = None
+        fields: dict[str, str] | None = None
+        if partial is not None:
+            stats = partial.get("stats", {})
+            artifacts = self._existing(partial.get("artifacts", []))
+            extra = {"result": stats, "artifacts": artifacts}
+            fields = {"result": json.dumps(stats), "artifacts": json.dumps(artifacts)}
         try:
             emitted = await self._emit(Guard.RUN, TaskState.PROGRESS, stage=stage,
-                                       progress=fraction)
+                                       progress=fraction, extra=extra, fields=fields)
         except (RedisError, OSError):
             return True  # progress may be lost in an outage; state changes may not
         return emitted is not None

@@ -176,10 +176,12 @@ class ChildPool:
         *,
         on_progress: Callable[[str, float], None],
         timeout: float,  # noqa: ASYNC109 - the child's deadline, excluding the wait for a slot
+        on_partial: Callable[[Message], None] | None = None,
     ) -> Message:
         """Run `package.module:name` on `payload` in a child; raise TaskError for any failure.
 
-        `on_progress(stage, fraction)` is called on the event loop for every progress message.
+        `on_progress(stage, fraction)` is called on the event loop for every progress message,
+        `on_partial(value)` for every partial result (`tasks.progress.share`).
         `timeout` counts from the moment a child takes the task, not while waiting for one.
         """
         if not self._started:
@@ -195,7 +197,8 @@ class ChildPool:
             deadline = asyncio.timeout(timeout)
             try:
                 async with deadline:
-                    outcome = await self._exchange(child, request_id, line, on_progress)
+                    outcome = await self._exchange(child, request_id, line, on_progress,
+                                                   on_partial)
                 reusable = not (isinstance(outcome, TaskError) and outcome.code == MEMORY_LIMIT)
             except TimeoutError:
                 if not deadline.expired():
@@ -218,6 +221,7 @@ class ChildPool:
         request_id: int,
         line: bytes,
         on_progress: Callable[[str, float], None],
+        on_partial: Callable[[Message], None] | None,
     ) -> Message | TaskError:
         """Send a request and follow it to the reply; a TaskError returned is the child's answer."""
         child.tasks_run += 1
@@ -228,6 +232,9 @@ class ChildPool:
             kind = message.get("type")
             if kind == "progress":
                 on_progress(message["stage"], message["fraction"])
+            elif kind == "partial":
+                if on_partial is not None:
+                    on_partial(message["value"])
             elif kind == "result":
                 child.resident = int(message.get("rss") or 0)
                 value: Message = message["value"]

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.progress import Progress
+from PIL import Image
+
+from tasks.progress import Artifact, Progress, share
 
 
 def _work(seconds: float) -> None:
@@ -63,12 +65,15 @@ def slow_steps(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 
 def _by_name(payload: Any, progress: Progress, real: Callable[[Any, Progress], Any]) -> Any:
-    """The stand-in a file's name asks for (`spin-…`, `slow-…`), else the real pipeline."""
+    """The stand-in a file's name asks for (`spin-…`, `slow-…`, `share-…`), else the real
+    pipeline."""
     name = str(payload.get("main", ""))
     if name.startswith("spin"):
         return spin_forever(payload, progress)
     if name.startswith("slow"):
         return slow_steps(payload, progress)
+    if name.startswith("share"):
+        return share_then_wait(payload, progress)
     return real(payload, progress)
 
 
@@ -133,3 +138,21 @@ def burst(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
         for i in range(100):
             progress(stage, (i + 1) / 100)
     return {"stats": {"bytes": Path(payload["source"]).stat().st_size}, "artifacts": []}
+
+
+def share_then_wait(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Write a thumbnail and share it with the stats so far, then wait (up to 30 s) for a file
+    named `release` beside the task's files before finishing: a run a test can read mid-way."""
+    artifacts_dir = Path(payload["artifacts_dir"])
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    thumbnail = artifacts_dir / "thumbnail.png"
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(thumbnail, format="PNG")
+    shown: Artifact = {"name": "thumbnail.png", "media_type": "image/png",
+                       "size": thumbnail.stat().st_size}
+    progress("thumbnail", 1.0)
+    share(progress, {"stats": {"faces": 12}, "artifacts": [shown]})
+    release = artifacts_dir.parent / "release"
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"stats": {"faces": 12, "finished": True}, "artifacts": [shown]}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from worker.coalesce import ProgressCoalescer
+from worker.coalesce import Partial, ProgressCoalescer
 
 
-def recorder() -> tuple[list[tuple[str, float]], ProgressCoalescer, asyncio.Queue[None]]:
-    """What was sent, the coalescer, and a queue that gets one item per event sent."""
-    sent: list[tuple[str, float]] = []
+def recorder() -> tuple[list[Any], ProgressCoalescer, asyncio.Queue[None]]:
+    """What was sent ((stage, fraction), and the partial result after them when there is one),
+    the coalescer, and a queue that gets one item per event sent."""
+    sent: list[Any] = []
     each: asyncio.Queue[None] = asyncio.Queue()
 
-    async def send(stage: str, fraction: float) -> bool:
-        sent.append((stage, fraction))
+    async def send(stage: str, fraction: float, partial: Partial | None) -> bool:
+        sent.append((stage, fraction) if partial is None else (stage, fraction, partial))
         each.put_nowait(None)
         return True
 
@@ -56,7 +58,7 @@ async def test_fractions_are_clamped() -> None:
 async def test_a_refused_event_stops_the_pump_and_says_so() -> None:
     rejected = asyncio.Event()
 
-    async def send(stage: str, fraction: float) -> bool:
+    async def send(stage: str, fraction: float, partial: Partial | None) -> bool:
         return False
 
     coalescer = ProgressCoalescer(send, hz=5, on_rejected=rejected.set)
@@ -64,3 +66,18 @@ async def test_a_refused_event_stops_the_pump_and_says_so() -> None:
     coalescer.update("analyse", 0.1)
     await asyncio.wait_for(rejected.wait(), 5)
     await coalescer.close()
+
+
+async def test_a_partial_result_rides_the_next_report_and_is_never_dropped() -> None:
+    sent, coalescer, each = recorder()
+    coalescer.update("load", 0.5)
+    await asyncio.wait_for(each.get(), 5)
+    coalescer.update("thumbnail", 1.0)
+    coalescer.partial({"stats": {"faces": 12}, "artifacts": []})
+    coalescer.update("web_model", 0.2)  # within the interval: goes out with the partial
+    await asyncio.wait_for(each.get(), 5)
+    coalescer.partial({"stats": {"faces": 12, "lods": []}, "artifacts": []})
+    coalescer.update("turntable", 0.5)
+    await coalescer.close()  # still within the interval: sent now, unlike a bare report
+    assert sent == [("load", 0.5), ("web_model", 0.2, {"stats": {"faces": 12}, "artifacts": []}),
+                    ("turntable", 0.5, {"stats": {"faces": 12, "lods": []}, "artifacts": []})]
