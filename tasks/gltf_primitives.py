@@ -4,6 +4,8 @@
 - Quantised vertex attributes (KHR_mesh_quantization) become float32, normalised ones scaled:
   trimesh would read a normalised short as the integer it stores.
 - Triangle strips and fans become triangle lists: trimesh drops fans.
+- Every instance becomes a node of its own (`tasks.gltf_nodes`): GPU instancing, and a node
+  with two parents.
 - Points and lines are counted: trimesh keeps them apart from the meshes, so a file of nothing
   else has nothing to measure, and a mixed one would lose them without a word.
 - A required extension Kiln cannot honour, meshopt compression among them (also when only its
@@ -22,9 +24,10 @@ from numpy.typing import NDArray
 
 from tasks.draco import BufferWriter
 from tasks.errors import CorruptFile, NoGeometry, TooLarge, UnsupportedFormat
+from tasks.gltf_nodes import spelled_out
 
 HONOURED = ("KHR_draco_mesh_compression", "KHR_mesh_quantization", "KHR_texture_transform",
-            "KHR_lights_punctual", "KHR_materials_")
+            "KHR_lights_punctual", "KHR_materials_", "EXT_mesh_gpu_instancing")
 """Required extensions Kiln reads (or may ignore without changing the geometry); a name that
 ends in "_" stands for every extension it begins."""
 MESHOPT = ("EXT_meshopt_compression", "KHR_meshopt_compression")
@@ -108,6 +111,11 @@ def normalised(tree: dict[str, Any], buffers: list[bytes]) -> tuple[dict[str, An
     for index, accessor in enumerate(accessors):  # the rest (matrices are not geometry)
         if isinstance(accessor, dict) and "sparse" in accessor and accessor.get("type") in _WIDTHS:
             _replace(accessor, reader.read(index), writer, _ARRAY_BUFFER)
+    def floats(index: Any) -> NDArray[np.float32]:
+        values = reader.read(index)
+        return _as_float(reader.tree["accessors"][index], values)
+
+    nodes_changed = spelled_out(out, floats)
     triangles = 0
     for primitive in _primitives(out):
         mode = primitive.get("mode", _TRIANGLES)
@@ -123,7 +131,7 @@ def normalised(tree: dict[str, Any], buffers: list[bytes]) -> tuple[dict[str, An
     if not triangles and (skipped.points or skipped.lines):
         raise NoGeometry(_only(skipped))
     if not writer.views:
-        return tree, buffers, skipped
+        return (out if nodes_changed else tree), buffers, skipped
     out.setdefault("bufferViews", []).extend(writer.views)
     out.setdefault("buffers", []).append({"byteLength": len(writer.blob)})
     return out, [*buffers, bytes(writer.blob)], skipped

@@ -344,3 +344,52 @@ def test_a_texture_kept_as_read_still_saves_by_keyword(tmp_path: Path) -> None:
     again = io.BytesIO()
     image.save(fp=again, format="PNG")  # as trimesh's OBJ exporter calls it
     assert again.getvalue() == original.getvalue()
+
+
+def test_a_mesh_used_by_several_nodes_counts_once_per_node(tmp_path: Path) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    built.tree["nodes"] += [{"mesh": 0, "translation": [5, 0, 0]},
+                            {"mesh": 0, "translation": [10, 0, 0]}]
+    built.tree["scenes"][0]["nodes"] += [1, 2]
+    found = stats(tmp_path, built.glb())
+    assert (found["faces"], found["meshes"]) == (6, 3)  # as assimp counts: 3 × 2 faces
+
+
+def test_gpu_instances_count_and_are_placed(tmp_path: Path) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    moves = np.array([[0, 0, 0], [2, 0, 0], [4, 0, 0], [0, 0, 9]], dtype=np.float32)
+    turns = np.array([[0, 0, 0, 1]] * 4, dtype=np.float32)
+    built.tree["nodes"][0]["extensions"] = {"EXT_mesh_gpu_instancing": {"attributes": {
+        "TRANSLATION": built.accessor(moves), "ROTATION": built.accessor(turns, width=4)}}}
+    built.tree["extensionsUsed"] = built.tree["extensionsRequired"] = ["EXT_mesh_gpu_instancing"]
+    found = stats(tmp_path, built.glb())
+    assert (found["faces"], found["meshes"]) == (4 * 2, 4)
+    assert found["bounds"] == [[0.0, 0.0, 0.0], [5.0, 1.0, 9.0]]
+
+
+def test_a_node_with_two_parents_is_placed_under_each(tmp_path: Path) -> None:
+    # the specification forbids it; Kiln places the node (and what hangs below it) under every
+    # parent, as a renderer walking the hierarchy draws it
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    built.tree["nodes"] = [{"mesh": 0}, {"children": [0], "translation": [0, 5, 0]},
+                           {"children": [0], "translation": [0, 10, 0]}]
+    built.tree["scenes"][0]["nodes"] = [1, 2]
+    found = stats(tmp_path, built.glb())
+    assert (found["faces"], found["meshes"]) == (4, 2)
+    assert found["bounds"] == [[0.0, 5.0, 0.0], [1.0, 11.0, 0.0]]
+
+
+@pytest.mark.parametrize("nodes", [
+    [{"mesh": 0, "children": [1]}, {"children": [0]}, {"children": [0]}],  # and a second parent
+    [{"mesh": 0, "children": [1]}, {"children": [0]}, {"children": []}],
+])
+def test_a_node_hierarchy_that_loops_is_corrupt(tmp_path: Path, nodes: list[Any]) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    built.tree["nodes"] = nodes
+    built.tree["scenes"][0]["nodes"] = [0, 2]
+    error = failure(tmp_path, built.glb())
+    assert error.code == "corrupt_file" and "loops" in error.message
