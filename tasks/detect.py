@@ -388,8 +388,8 @@ def _sniff_zip(file: IO[bytes], tail: bytes) -> Detection | None:
         and not n.rsplit("/", 1)[-1].startswith("._")
         and n.rsplit(".", 1)[-1] in _MODEL_SUFFIXES
     ]
-    if len(models) == 1:
-        return _DETECTIONS["zip"]
+    if len(models) == 1 or ("manifest.xml" in lowered and any(n.endswith(".dae") for n in models)):
+        return _DETECTIONS["zip"]  # one model, or a COLLADA archive (.zae) naming its root
     images = [n for n in names if not n.lower().startswith("__macosx/")]
     if not models and len(group_sets(images)) == 1:
         return _TEXTURE_SET_ZIP

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import trimesh
@@ -215,10 +216,29 @@ def _unzipped(source: Source, work_dir: Path, limits: ArchiveLimits) -> Source:
         detection = sniff(directory / name)
         if detection is not None and detection.kind == "mesh" and detection.format != "zip":
             models.append((name, detection.format))
+    root = _zae_root(directory, names)
+    if root is not None and (root, "dae") in models:
+        models = [(root, "dae")]
     if len(models) != 1:
         found = "no model Kiln reads" if not models else f"{len(models)} models"
         raise UnsupportedFormat(f"The zip archive must hold exactly one model; it holds {found}.")
     return Source(directory, models[0][0], tuple(names), models[0][1])
+
+
+def _zae_root(directory: Path, names: list[str]) -> str | None:
+    """The document a COLLADA archive's (.zae) manifest.xml names as its root, if any."""
+    manifest = next((n for n in names if n.lower() == "manifest.xml"), None)
+    if manifest is None:
+        return None
+    try:
+        root = defused_fromstring((directory / manifest).read_bytes()[:65536])
+    except Exception:  # a damaged or hostile manifest names nothing
+        return None
+    text = root.text if root.tag.rsplit("}", 1)[-1] == "dae_root" else None
+    if not text:
+        return None
+    wanted = unquote(text.strip()).removeprefix("./")
+    return next((n for n in names if n == wanted), None)
 
 
 def _load_fbx(source: Source, max_pixels: int) -> LoadedModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from trimesh.resolvers import Resolver
 
@@ -43,12 +44,20 @@ class UploadResolver(Resolver):
         self.errors: list[TaskError] = []
 
     def find(self, raw: str) -> str | None:
-        """The upload's file that `raw` names; an unsafe reference is an error, kept for check()."""
+        """The upload's file that `raw` names (as written, or percent-decoded); an unsafe
+        reference is an error, kept for check()."""
         reference = classify(raw)
         if reference.verdict is Verdict.UNSAFE:
             self._fail(unsafe_reference(reference))
             return None
         found = self.index.find(reference)
+        if found is None and "%" in raw:  # a URI (COLLADA's init_from): "my%20texture.png"
+            decoded = classify(unquote(raw))
+            if decoded.verdict is Verdict.UNSAFE:
+                self._fail(unsafe_reference(decoded))
+                return None
+            found = self.index.find(decoded)
+            reference = decoded if found is not None else reference
         if found is None and reference.verdict is Verdict.NAME:
             label = display_name(reference.basename) or "?"
             if label not in self.missing:

@@ -105,3 +105,32 @@ def test_collada_in_any_encoding_finds_its_texture(tmp_path: Path, encoding: str
     stats = run(tmp_path, {"duck.dae": data, "duckCMé.tga": texture}, "dae")[0]["stats"]
     assert stats["faces"] == 4212
     assert stats["texture_names"] == ["duckCMé.tga"] and stats["missing_textures"] == []
+
+
+def test_collada_names_its_texture_with_percent_escapes(tmp_path: Path) -> None:
+    data = (CORPUS / "Collada" / "duck.dae").read_bytes().replace(b"duckCM.tga", b"duck%20CM.tga")
+    texture = (CORPUS / "Collada" / "duckCM.tga").read_bytes()
+    stats = run(tmp_path, {"duck.dae": data, "duck CM.tga": texture}, "dae")[0]["stats"]
+    # present, and so never also missing
+    assert stats["texture_names"] == ["duck CM.tga"]
+    assert stats["missing_textures"] == [] and stats["missing_files"] == []
+
+
+def test_a_zae_archive_opens_the_root_its_manifest_names(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    duck = (CORPUS / "Collada" / "duck.dae").read_bytes()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zae:
+        zae.writestr("manifest.xml", '<?xml version="1.0"?><dae_root>./models/duck.dae</dae_root>')
+        zae.writestr("models/duck.dae", duck)
+        zae.writestr("models/duckCM.tga", (CORPUS / "Collada" / "duckCM.tga").read_bytes())
+        zae.writestr("models/lod/duck-low.dae", duck)  # a second document the root may use
+    path = tmp_path / "duck.zae"
+    path.write_bytes(archive.getvalue())
+    detection = sniff(path)
+    assert detection is not None and detection.format == "zip"
+    stats = run(tmp_path / "run", {"duck.zae": archive.getvalue()}, "zip")[0]["stats"]
+    assert stats["format"] == "dae" and stats["faces"] == 4212
+    assert stats["texture_names"] == ["models/duckCM.tga"] and stats["missing_textures"] == []
