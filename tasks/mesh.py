@@ -27,6 +27,7 @@ from tasks.mesh_load import LoadedModel, Source, load_model
 from tasks.mesh_stats import Measured, measure, mesh_instances
 from tasks.progress import Artifact, Payload, Progress, Result, share
 from tasks.render import Surface, render_turntable, render_view, turntable_layout
+from tasks.threemf import Painted
 from tasks.web_model import Lods, keep_encoded_textures, write_glb, write_lods
 
 TURNTABLE_COLUMNS = 6
@@ -139,7 +140,12 @@ def surfaces(model: LoadedModel) -> list[Surface]:
     """What the renderer draws: every placed mesh with its base colour, texture and UVs."""
     parts = []
     textures: dict[int, NDArray[np.uint8]] = {}
+    names = {id(geometry): name for name, geometry in model.scene.geometry.items()}
     for matrix, mesh in mesh_instances(model.scene):
+        painted = model.painted.get(names.get(id(mesh), ""))
+        if painted is not None and len(painted.corners) == len(mesh.faces):
+            parts.append(_painted_surface(painted, matrix))
+            continue
         vertices = trimesh.transform_points(np.asarray(mesh.vertices, dtype=np.float64), matrix)
         faces = np.asarray(mesh.faces, dtype=np.int64)
         if np.linalg.det(matrix[:3, :3]) < 0:
@@ -148,6 +154,21 @@ def surfaces(model: LoadedModel) -> list[Surface]:
         parts.append(Surface(vertices=vertices, faces=faces, uv=uv, texture=texture,
                              vertex_colors=vertex_colors, color=colour))
     return parts
+
+
+def _painted_surface(painted: Painted, matrix: NDArray[np.float64]) -> Surface:
+    """A 3MF object whose triangles carry their own colours or texture coordinates: every
+    corner a vertex of its own."""
+    count = len(painted.corners)
+    vertices = trimesh.transform_points(painted.corners.reshape(-1, 3), matrix)
+    faces = np.arange(3 * count, dtype=np.int64).reshape(-1, 3)
+    if np.linalg.det(matrix[:3, :3]) < 0:
+        faces = faces[:, ::-1]
+    if painted.uv is not None and painted.texture is not None:
+        return Surface(vertices=vertices, faces=faces, uv=painted.uv.reshape(-1, 2),
+                       texture=painted.texture)
+    colours = None if painted.colours is None else painted.colours.reshape(-1, 4)
+    return Surface(vertices=vertices, faces=faces, vertex_colors=colours)
 
 
 def _appearance(

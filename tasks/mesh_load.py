@@ -32,6 +32,7 @@ from tasks.obj_fast import load_plain_obj
 from tasks.references import Reference, Verdict
 from tasks.resolver import UploadResolver, unsafe_reference
 from tasks.text_encoding import as_utf8, decoded, is_utf16
+from tasks.threemf import Painted, read_appearance
 
 _USEMTL = re.compile(rb"[ \t]*usemtl[ \t]+([^\r\n#]*?)[ \t]*\r?$", re.MULTILINE)
 MAX_MTL_BYTES = 64 * 1024**2
@@ -56,6 +57,7 @@ class LoadedModel:
     missing_textures: list[str] = field(default_factory=list)
     materials: list[str] = field(default_factory=list)
     material_count: int | None = None  # every material, named or not, where the file says
+    painted: dict[str, Painted] = field(default_factory=dict)  # 3MF colours, by geometry name
     notes: dict[str, Any] = field(default_factory=dict)  # format-specific facts (FBX units...)
     path: Path | None = None  # the main file that was parsed (inside an unpacked zip, for one)
 
@@ -114,13 +116,20 @@ def load_model(source: Source, *, max_pixels: int, work_dir: Path,
     if scene is None:
         scene = _parse(data, source.format, resolver)
     resolver.check()
+    painted: dict[str, Painted] = {}
+    named: list[str] = []
+    if source.format == "3mf":  # trimesh reads no 3MF colour
+        appearance = read_appearance(source.path, max_pixels)
+        painted, textures, named = appearance.painted, appearance.textures, \
+            appearance.material_names
+        material_count = appearance.materials or None
     textures = _unique(textures)
     missing = [t for t in textures if t in resolver.missing]
     # without its MTL, trimesh forgets an OBJ's material names: `usemtl` still has them
     materials = (distinct_names(references.statements(data, b"usemtl", _USEMTL))
-                 if source.format == "obj" else [])
+                 if source.format == "obj" else distinct_names(named))
     return LoadedModel(scene, source.format, textures=textures, missing_textures=missing,
-                       materials=materials, material_count=material_count,
+                       materials=materials, material_count=material_count, painted=painted,
                        notes={**notes, "missing_files": list(resolver.missing)},
                        path=source.path)
 

@@ -156,6 +156,19 @@ def test_sixteen_bit_grey_png(tmp_path: Path) -> None:
     assert small.getextrema()[0] == (0, 191)  # scaled from 16 bits, not clipped at 255
 
 
+def test_sixteen_bit_grey_tiff_keeps_its_tones(tmp_path: Path) -> None:
+    import imagecodecs
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 8).astype(np.uint16)
+    source = tmp_path / "source"
+    source.write_bytes(bytes(imagecodecs.tiff_encode(ramp)))
+    stats = describe_file(tmp_path, source)[0]["stats"]
+    assert stats["bit_depth"] == 16
+    extrema = thumbnail(tmp_path).getextrema()[0]
+    assert isinstance(extrema, tuple) and extrema[0] == 0
+    assert 120 <= extrema[1] <= 130  # 32760 of 65535: mid grey, not stretched to white
+
+
 def test_sixteen_bit_colour_png_reports_its_stored_depth(tmp_path: Path) -> None:
     samples = (np.random.default_rng(7).random((16, 16, 3)) * 65535).astype(">u2")
     rows = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in samples))
