@@ -23,8 +23,11 @@ MEMBER_BYTES = 64 * 1024
 MISSING = object()
 """What `top_level_member` returns when the member is not found within its bounds."""
 
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
+# a string (unrolled: linear, no backtracking frame per character; one cut off by the end of
+# the scanned bytes is a token too, ending the scan), or a structural character
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\Z)|[{}\[\],:]')
 _OPEN, _CLOSE = frozenset(b"{["), frozenset(b"}]")
+_QUOTE = ord('"')
 _CHECK_EVERY = 4096  # tokens between looks at the clock
 
 
@@ -51,6 +54,8 @@ def _scan(data: mmap.mmap, wanted: bytes, end: int, deadline: float) -> Any:
         if count % _CHECK_EVERY == 0 and time.monotonic() > deadline:
             return MISSING
         first = data[match.start()]
+        if first == _QUOTE and (match.end() - match.start() < 2 or data[match.end() - 1] != _QUOTE):
+            return MISSING  # a string that never ends within the bounds
         if first in _OPEN:
             depth += 1
             expecting_key = depth == 1

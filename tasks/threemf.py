@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,12 @@ from tasks.imaging import open_image, to_display
 MODEL_PART = "3D/3dmodel.model"
 MARKERS = (b"basematerials", b"colorgroup", b"texture2dgroup")
 """A model part without these words has no colour to read: it is not parsed again."""
+PAINT_MAX_TRIANGLES = 500_000
+"""Above this many triangles a model's colours are counted but not drawn: parsing them again
+triangle by triangle would cost seconds and gigabytes."""
+PLAIN = (200, 200, 205, 255)
+TEXTURE_SIZE = 1024
+"""Textures are shrunk to this for drawing."""
 
 
 @dataclass
@@ -52,12 +59,14 @@ def read_appearance(path: Path, max_pixels: int) -> Appearance:
     """The colours of the 3MF at `path` (already checked against the archive limits)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = {name.lstrip("/"): name for name in archive.namelist()}
-            if MODEL_PART not in names:
+            names = {name.lstrip("/").lower(): name for name in archive.namelist()}
+            if MODEL_PART.lower() not in names:
                 return Appearance()
-            model = archive.read(names[MODEL_PART])
+            model = archive.read(names[MODEL_PART.lower()])
             if not any(marker in model for marker in MARKERS):
                 return Appearance()
+            if model.count(b"<triangle ") > PAINT_MAX_TRIANGLES:
+                return _counted(model)
             return _read(model, archive, names, max_pixels)
     except TaskError:
         raise
@@ -100,10 +109,13 @@ def _read(model: bytes, archive: zipfile.ZipFile, names: dict[str, str],
                 found.painted[name] = painted
             element.clear()
     found.textures = sorted(set(textures.values()) - {""})
-    images = {tid: _image(archive, names, part, max_pixels) for tid, part in textures.items()}
+    images: dict[str, NDArray[np.uint8] | None] = {}  # by part: each decoded once, if drawn
     for painted in found.painted.values():
         if painted.texid is not None:
-            painted.texture = images.get(painted.texid)
+            part = textures.get(painted.texid, "")
+            if part not in images:
+                images[part] = _image(archive, names, part, max_pixels)
+            painted.texture = images[part]
             if painted.texture is None:  # a texture the package lacks: drawn plain
                 painted.uv = None
     return found
@@ -111,6 +123,8 @@ def _read(model: bytes, archive: zipfile.ZipFile, names: dict[str, str],
 
 def _painted(element: Any, colours: dict[str, list[tuple[int, int, int, int]]],
              coordinates: dict[str, tuple[str, list[tuple[float, float]]]]) -> Painted | None:
+    """The object's triangles with their corner colours, or texture coordinates when every
+    triangle has them in one texture; None when it has no property Kiln can draw."""
     mesh = next((e for e in element if e.tag.endswith("mesh")), None)
     if mesh is None:
         return None
@@ -120,32 +134,58 @@ def _painted(element: Any, colours: dict[str, list[tuple[int, int, int, int]]],
         return None
     points = np.array([[float(v.get("x", 0)), float(v.get("y", 0)), float(v.get("z", 0))]
                        for v in vertices_element], dtype=np.float64).reshape(-1, 3)
-    default_group, default_index = element.get("pid"), element.get("pindex")
-    triangles, corner_colours, corner_uv, texid = [], [], [], None
-    for triangle in triangles_element:
-        triangles.append([int(triangle.get(k, 0)) for k in ("v1", "v2", "v3")])
-        group = triangle.get("pid", default_group)
-        first = triangle.get("p1", default_index)
-        indices = [first, triangle.get("p2", first), triangle.get("p3", first)]
-        if group in colours and None not in indices:
-            table = colours[group]
-            corner_colours.append([table[int(i)] for i in indices])
-        elif group in coordinates and None not in indices:
-            texid, table_uv = coordinates[group]
-            corner_uv.append([table_uv[int(i)] for i in indices])
-        else:
-            corner_colours.append([(200, 200, 205, 255)] * 3)
-            corner_uv.append([(0.0, 0.0)] * 3)
+    triangles = [[int(t.get(k, 0)) for k in ("v1", "v2", "v3")] for t in triangles_element]
     faces = np.array(triangles, dtype=np.int64).reshape(-1, 3)
     if not len(faces) or faces.min() < 0 or faces.max() >= len(points):
         return None
-    corners = points[faces]
-    if texid is not None and len(corner_uv) == len(faces):
-        return Painted(corners, uv=np.array(corner_uv, dtype=np.float64), texid=texid)
-    if len(corner_colours) == len(faces) and (default_group in colours or any(
-            t.get("pid") in colours for t in triangles_element)):
-        return Painted(corners, colours=np.array(corner_colours, dtype=np.uint8))
-    return None
+    corner_colours = np.empty((len(faces), 3, 4), dtype=np.uint8)
+    corner_colours[:] = PLAIN
+    corner_uv = np.zeros((len(faces), 3, 2))
+    coloured, textured, texid = False, 0, None
+    default = (element.get("pid"), [element.get("pindex")] * 3)
+    for number, triangle in enumerate(triangles_element):
+        group, corners = _properties(triangle, default)
+        if group in colours:
+            picked = _picked(colours[group], corners)
+            if picked is not None:
+                corner_colours[number] = picked
+                coloured = True
+        elif group in coordinates:
+            texture, table = coordinates[group]
+            uv = _picked(table, corners)
+            if uv is not None and texid in (None, texture):
+                corner_uv[number], texid = uv, texture
+                textured += 1
+    if texid is not None and textured == len(faces):
+        return Painted(points[faces], uv=corner_uv, texid=texid)
+    return Painted(points[faces], colours=corner_colours) if coloured else None
+
+
+def _properties(triangle: Any, default: tuple[str | None, list[str | None]]
+                ) -> tuple[str | None, list[str | None]]:
+    """The property group and per-corner indices of a triangle, as the core specification
+    says: without p1 the object's pid and pindex; without p2 or p3, p1 for every corner."""
+    first = triangle.get("p1")
+    if first is None:
+        return default
+    second, third = triangle.get("p2"), triangle.get("p3")
+    group = triangle.get("pid", default[0])
+    return group, [first, second, third] if second is not None and third is not None \
+        else [first] * 3
+
+
+def _picked(table: list[Any], corners: list[str | None]) -> list[Any] | None:
+    """The table's entries at the corners' indices; None when one is missing or out of range."""
+    picked = []
+    for corner in corners:
+        try:
+            index = int(corner) if corner is not None else -1
+        except ValueError:
+            return None
+        if not 0 <= index < len(table):
+            return None
+        picked.append(table[index])
+    return picked
 
 
 def _colour(text: str | None) -> tuple[int, int, int, int]:
@@ -163,8 +203,24 @@ def _colour(text: str | None) -> tuple[int, int, int, int]:
 
 def _image(archive: zipfile.ZipFile, names: dict[str, str], part: str,
            max_pixels: int) -> NDArray[np.uint8] | None:
-    name = names.get(posixpath.normpath(part))
+    name = names.get(posixpath.normpath(part).lower()) if part else None
     if name is None:
         return None
-    with open_image(archive.read(name), max_pixels, what="texture of the 3MF") as image:
-        return np.asarray(to_display(image))
+    try:
+        with open_image(archive.read(name), max_pixels, what="texture of the 3MF") as image:
+            shown = to_display(image)
+    except TaskError:  # a damaged or oversized image: the triangles are drawn plain
+        return None
+    shown.thumbnail((TEXTURE_SIZE, TEXTURE_SIZE))
+    return np.asarray(shown)
+
+
+def _counted(model: bytes) -> Appearance:
+    """What the stats count of a model too large to draw its colours: its materials, by name
+    of element (base materials each, colour and texture groups each), and its textures."""
+    found = Appearance()
+    found.materials = (len(re.findall(rb"<(?:\w+:)?base\b", model))
+                       + len(re.findall(rb"<(?:\w+:)?(?:colorgroup|texture2dgroup)\b", model)))
+    found.textures = sorted({path.decode("utf-8", "replace").lstrip("/") for path in re.findall(
+        rb"<(?:\w+:)?texture2d\b[^>]*\bpath=\"([^\"]{1,1024})\"", model)})
+    return found

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.tasks.test_mesh import run
@@ -105,3 +106,60 @@ def test_a_plain_3mf_is_still_grey(tmp_path: Path) -> None:
     result, _ = run(tmp_path, {"box.3mf": data}, "3mf", full=True)
     assert result["stats"]["materials"] == 0
     assert all(abs(r - b) <= 64 for r, _, b in thumbnail_colours(tmp_path))
+
+
+def test_property_indices_out_of_range_draw_those_triangles_plain(tmp_path: Path) -> None:
+    resources = ('<basematerials id="2"><base name="Red" displaycolor="#FF0000"/>'
+                 '</basematerials>')
+    # p1 past the table, below it, and not a number: trimesh reads the geometry, so must Kiln
+    odd = {0: 'p1="7"', 1: 'p1="-1"', 2: 'p1="x"'}
+    data = package(resources, lambda i, _: odd.get(i, ""), 'pid="2" pindex="0"')
+    result, _ = run(tmp_path, {"box.3mf": data}, "3mf", full=True)
+    assert result["stats"]["faces"] == 12 and result["stats"]["materials"] == 1
+    colours = thumbnail_colours(tmp_path)
+    assert any(r > g + 64 for r, g, b in colours)  # the rest is still red
+
+
+def test_p2_without_p3_colours_the_whole_triangle_with_p1(tmp_path: Path) -> None:
+    from tasks.threemf import read_appearance
+
+    resources = ('<m:colorgroup id="5"><m:color color="#00FF00"/><m:color color="#FF0000"/>'
+                 '</m:colorgroup>')
+    data = package(resources, lambda i, _: 'pid="5" p1="0" p2="1"')
+    path = tmp_path / "box.3mf"
+    path.write_bytes(data)
+    (painted,) = read_appearance(path, 10**8).painted.values()
+    assert painted.colours is not None
+    assert (painted.colours[:, :, :3] == (0, 255, 0)).all()  # the specification: p1 throughout
+
+
+def test_a_texture_named_many_times_is_read_and_shrunk_for_drawing(tmp_path: Path) -> None:
+    from tasks.threemf import TEXTURE_SIZE, read_appearance
+
+    picture = io.BytesIO()
+    Image.new("RGB", (2048, 64), (30, 200, 40)).save(picture, format="PNG")
+    textures = "".join(f'<m:texture2d id="{10 + k}" path="/3D/Texture/grass.png" '
+                       'contenttype="image/png"/>' for k in range(50))
+    resources = (textures + '<m:texture2dgroup id="4" texid="10"><m:tex2coord u="0" v="0"/>'
+                 '<m:tex2coord u="1" v="0"/><m:tex2coord u="1" v="1"/></m:texture2dgroup>')
+    data = package(resources, lambda i, _: 'pid="4" p1="0" p2="1" p3="2"',
+                   extra={"3D/Texture/grass.png": picture.getvalue()})
+    path = tmp_path / "box.3mf"
+    path.write_bytes(data)
+    (painted,) = read_appearance(path, 10**8).painted.values()
+    assert painted.texture is not None and painted.texture.shape[1] == TEXTURE_SIZE  # shrunk
+
+
+def test_a_model_too_large_to_paint_still_counts_its_materials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import threemf
+
+    monkeypatch.setattr(threemf, "PAINT_MAX_TRIANGLES", 5)
+    resources = ('<basematerials id="2"><base name="Red" displaycolor="#FF0000"/>'
+                 '<base name="Blue" displaycolor="#0000FF"/></basematerials>'
+                 '<m:colorgroup id="5"><m:color color="#00FF00"/></m:colorgroup>')
+    path = tmp_path / "box.3mf"
+    path.write_bytes(package(resources, lambda i, _: "", 'pid="2" pindex="0"'))
+    found = threemf.read_appearance(path, 10**8)
+    assert found.painted == {} and found.materials == 3
