@@ -23,6 +23,9 @@ PROCESS_ASSET = "process_asset"
 """The arq function name of every asset task (a wire identifier: renaming it breaks queued jobs)."""
 
 CANCELLED = {"code": "cancelled", "message": "cancelled by its owner"}
+NO_OUTCOME = {"result": "", "artifacts": ""}
+"""Fields that clear a run's result so far (`tasks.progress.share`) when it does not end in
+SUCCESS: only a success has a result."""
 
 QUEUE_EXPIRY_S = 30 * 86400
 """A queued job stays runnable this long (arq's default, one day, could drop acknowledged work)."""
@@ -164,7 +167,7 @@ class TaskQueue:
             record.identity, Guard.REVOKE, TaskState.REVOKED, attempt=record.attempt,
             run=record.run, stage="cancelled", progress=float(record.fields.get("progress", 0)),
             extra={"error": CANCELLED},
-            fields={"finished": repr(time.time()), "error": json.dumps(CANCELLED)},
+            fields={"finished": repr(time.time()), "error": json.dumps(CANCELLED), **NO_OUTCOME},
         )
         if emitted is None:
             return False
@@ -192,7 +195,7 @@ class TaskQueue:
         emitted = await self._events.emit(
             record.identity, Guard.RELEASE, TaskState.RETRY, attempt=attempt, run=run,
             stage="queued", extra={"reason": "shutdown"},
-            fields={"started": "", "job": ""},
+            fields={"started": "", "job": "", **NO_OUTCOME},
         )
         if emitted is None:
             return False
@@ -212,14 +215,14 @@ class TaskQueue:
                 record.identity, Guard.ABANDON, TaskState.FAILURE, attempt=record.attempt,
                 run=record.run, stage="failed", extra={"error": error},
                 fields={"lost": str(lost), "finished": repr(time.time()),
-                        "error": json.dumps(error)},
+                        "error": json.dumps(error), **NO_OUTCOME},
             )
             return TaskState.FAILURE if emitted is not None else None
         attempt = record.attempt + 1
         emitted = await self._events.emit(
             record.identity, Guard.REQUEUE, TaskState.RETRY, attempt=attempt, stage="queued",
             extra={"reason": WORKER_LOST},
-            fields={"started": "", "job": "", "lost": str(lost)},
+            fields={"started": "", "job": "", "lost": str(lost), **NO_OUTCOME},
         )
         if emitted is None:
             return None

@@ -156,7 +156,8 @@ export class Card {
     const shown = success || partial;
     const artifacts = shown ? task.artifacts || [] : [];
     const key = shown
-      ? JSON.stringify([success, task.attempt, artifacts.map((a) => [a.name, a.size])])
+      ? JSON.stringify([success, task.attempt, artifacts.map((a) => [a.name, a.size]),
+        task.result])
       : `${task.state} ${task.format || ""}`;
     if (key === this.outcomeKey) return;
     this.outcomeKey = key;
@@ -190,7 +191,7 @@ export class Card {
     setText(this.missing, missing.length === 0 ? "" : `⚠ ${plural(missing.length,
       "missing texture")}: ${missing.join(", ")}`);
     this.missing.hidden = missing.length === 0;
-    if (missing.length) this.missing.title = "upload these files with the model to see them";
+    this.missing.title = missing.length ? "upload these files with the model to see them" : "";
 
     this.details.replaceChildren(this.summaryLine);
     const table = shown ? statsTable(task.kind, task.result) : null;

@@ -154,7 +154,6 @@ function list(values) {
   return values.length > MAX_ITEMS ? `${shown}, … and ${values.length - MAX_ITEMS} more` : shown;
 }
 
-/** One line for a record: its name first, then "key value" pairs of its scalar fields. */
 /** "model-lod2.glb: 10% asked, 9.9% kept (12,069 faces, by clustering)", and why if it says. */
 function lodSummary(record) {
   if (!record || typeof record !== "object" || typeof record.ratio !== "number") {
@@ -162,12 +161,16 @@ function lodSummary(record) {
   }
   const percent = (share) => `${Math.round(share * 1000) / 10}%`;
   const kept = typeof record.reached === "number" ? `, ${percent(record.reached)} kept` : "";
-  const how = record.method === "clustering" ? ", by clustering" : "";
-  const text = `${record.name}: ${percent(record.ratio)} asked${kept} ` +
-    `(${Number(record.faces).toLocaleString("en")} faces${how})`;
+  const details = [
+    typeof record.faces === "number" ? `${record.faces.toLocaleString("en")} faces` : "",
+    record.method === "clustering" ? "by clustering" : "",
+  ].filter(Boolean).join(", ");
+  const text = `${record.name}: ${percent(record.ratio)} asked${kept}` +
+    (details ? ` (${details})` : "");
   return record.why ? `${text}. ${record.why}` : text;
 }
 
+/** One line for a record: its name first, then "key value" pairs of its scalar fields. */
 function summary(record) {
   if (!record || typeof record !== "object") return scalar(record);
   const parts = [];

@@ -16,8 +16,9 @@ SEARCH_STEPS = 13
 
 def clustered(points: NDArray[np.float32], triangles: NDArray[np.int32], target_faces: int
               ) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
-    """The finest clustering with at most `target_faces` faces (the coarsest tried when none
-    has so few): points and faces, unused points dropped."""
+    """The finest clustering with at most `target_faces` faces and at least one (the coarsest
+    tried when none has so few; the mesh itself when every clustering leaves nothing): points
+    and faces, unused points dropped."""
     low = points.min(axis=0)
     extent = float((points.max(axis=0) - low).max())
     if extent <= 0.0 or not np.isfinite(extent):
@@ -30,11 +31,15 @@ def clustered(points: NDArray[np.float32], triangles: NDArray[np.int32], target_
         cells = (fewest + most) // 2
         found = _cluster(points, triangles, low, extent / cells, cells)
         if len(found[1]) <= target_faces:
-            best = found
+            if len(found[1]):
+                best = found
             fewest = cells + 1
         else:
             most = cells - 1
-    return best if best is not None else _cluster(points, triangles, low, extent, 1)
+    if best is None:
+        coarsest = _cluster(points, triangles, low, extent, 1)
+        best = coarsest if len(coarsest[1]) else (points, triangles)
+    return best
 
 
 def _cluster(points: NDArray[np.float32], triangles: NDArray[np.int32], low: NDArray[np.float32],

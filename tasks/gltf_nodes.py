@@ -21,8 +21,11 @@ from numpy.typing import NDArray
 from tasks.errors import CorruptFile, TooLarge
 
 INSTANCING = "EXT_mesh_gpu_instancing"
-MAX_NODES = 200_000
+MAX_NODES = 100_000
 """Nodes a file may have once its instances and shared subtrees are spelled out."""
+
+PLACING = ("mesh", "matrix", "translation", "rotation", "scale", "children", "name")
+"""What a copied node keeps: what places its mesh."""
 
 ReadFloats = Callable[[Any], NDArray[np.float32]]
 """An accessor's values as float32 (count, width), by accessor index."""
@@ -34,8 +37,8 @@ def spelled_out(tree: dict[str, Any], read: ReadFloats) -> bool:
     if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
         return False
     _check_acyclic(nodes)
+    instanced = _instances(nodes, read)  # first: a copied node takes its instances along
     shared = _split_shared(nodes)
-    instanced = _instances(nodes, read)
     return shared or instanced
 
 
@@ -64,7 +67,8 @@ def _copy_subtree(nodes: list[dict[str, Any]], root: int) -> int:
         if start + len(pending) > MAX_NODES:
             raise TooLarge(f"The glTF places more than {MAX_NODES:,} nodes, the limit.")
         original = nodes[pending[len(made)]]
-        duplicate = copy.deepcopy(original)
+        # only what places it: extras and extensions stay with the first
+        duplicate = {key: copy.deepcopy(original[key]) for key in PLACING if key in original}
         children = _children(original, nodes)
         if children:
             duplicate["children"] = list(range(start + len(pending),

@@ -27,9 +27,11 @@ from tasks.errors import CorruptFile, NoGeometry, TooLarge, UnsupportedFormat
 from tasks.gltf_nodes import spelled_out
 
 HONOURED = ("KHR_draco_mesh_compression", "KHR_mesh_quantization", "KHR_texture_transform",
-            "KHR_lights_punctual", "KHR_materials_", "EXT_mesh_gpu_instancing")
-"""Required extensions Kiln reads (or may ignore without changing the geometry); a name that
-ends in "_" stands for every extension it begins."""
+            "KHR_lights_punctual", "KHR_materials_", "EXT_mesh_gpu_instancing",
+            "EXT_texture_webp", "EXT_texture_avif")
+"""Required extensions Kiln reads (or may ignore without changing the geometry: image formats
+its allow-list decodes, material parameters); a name that ends in "_" stands for every
+extension it begins."""
 MESHOPT = ("EXT_meshopt_compression", "KHR_meshopt_compression")
 MAX_VALUES = 64 * 1024**2
 """Numbers (a VEC3 element holds three) Kiln reads to rewrite a file, in all, at most: a few

@@ -99,7 +99,7 @@ def process(payload: Payload, progress: Progress) -> Result:
     frame_size = limits["turntable_frame_size"]
     if frames > 0:
         drawn = parts
-        if faces > limits["turntable_max_faces"] and lods.smallest:
+        if faces > limits["turntable_max_faces"] and lods.smallest and len(lods.smallest[1]):
             drawn = [_lod_surface(*lods.smallest)]
         sprite = render_turntable(drawn, frames=frames, frame_size=frame_size,
                                   columns=TURNTABLE_COLUMNS, threads=threads, using=using)

@@ -57,7 +57,8 @@ class UploadResolver(Resolver):
                 self._fail(unsafe_reference(decoded))
                 return None
             found = self.index.find(decoded)
-            reference = decoded if found is not None else reference
+            if found is not None or decoded.verdict is Verdict.NAME:
+                reference = decoded  # missing, it is named as decoded (as its model shows it)
         if found is None and reference.verdict is Verdict.NAME:
             label = display_name(reference.basename) or "?"
             if label not in self.missing:

@@ -107,11 +107,15 @@ def _simplified(
     entry: dict[str, Any] = {"ratio": ratio, "method": "quadric"}
     stalled = len(triangles) / original
     if stalled > ratio + LOD_TOLERANCE:
-        points, triangles = clustered(points, triangles, target)
-        entry.update(method="clustering", why=(
-            f"Quadric simplification stopped at {stalled:.0%} of the faces: open edges, edges "
-            "shared by more than two faces and loose parts do not collapse. Vertex clustering "
-            "took it further."))
+        coarser = clustered(points, triangles, target)
+        closer = abs(len(coarser[1]) / original - ratio) < abs(stalled - ratio)
+        stopped = (f"Quadric simplification stopped at {stalled:.0%} of the faces: open edges, "
+                   "edges shared by more than two faces and loose parts do not collapse.")
+        if closer and len(coarser[1]):
+            points, triangles = coarser
+            entry.update(method="clustering", why=f"{stopped} Vertex clustering took it further.")
+        else:
+            entry["why"] = f"{stopped} Vertex clustering came no closer."
     reached = len(triangles) / original
     if abs(reached - ratio) > LOD_TOLERANCE:
         entry["why"] = " ".join(filter(None, [entry.get("why"), (

@@ -214,3 +214,24 @@ async def test_a_running_task_shows_its_result_so_far(
         events = await collect(stream, terminal_for([tid]))
         await stream.aclose()
         assert _final(events, tid)["result"] == {"faces": 12, "finished": True}
+
+
+async def test_a_failed_task_keeps_no_result_so_far(
+        live_server_factory: ServerFactory, redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings(redis_url, tmp_path / "data")
+    server = live_server_factory(settings, pipelines={
+        "mesh": "tests.helpers.pipelines:share_then_fail", "texture": "tasks.texture:describe"})
+    await add_user(redis_url, "alice")
+    async with KilnClient(server.url) as client:
+        await client.login("alice", "correct horse battery")
+        stream = client.events()
+        await collect(stream, lambda ev: len(ev) >= 1)
+        tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+        events = await collect(stream, terminal_for([tid]))
+        await stream.aclose()
+        shared = [e.data for e in events if e.event == "task" and e.data.get("result")]
+        assert shared and shared[0]["state"] == "PROGRESS"  # it was shown while it ran
+        assert _final(events, tid)["error"]["code"] == "corrupt_file"
+        record = (await client.get(f"/api/tasks/{tid}")).json()
+        assert record["state"] == "FAILURE"
+        assert record["result"] is None and record["artifacts"] == []  # only success has one

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from records import keys
 from records.events import RUNNING_STATES, Emitted, Guard, TaskState
 from records.ids import new_id
+from records.queue import NO_OUTCOME
 from records.store import TaskRecord
 from services import Services
 from settings import Settings
@@ -127,10 +128,10 @@ class _Run:
             # the run that held it is gone: a new attempt in a new job, or `worker_lost`
             await self.services.queue.recover_lost(record)
             return
-        # a run's partial result belongs to it: none is left from a run handed back
+        # a run's partial result belongs to it: none is left from an earlier run
         claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
                                    fields={"started": repr(time.time()), "job": self.job_id,
-                                           "result": "", "artifacts": ""})
+                                           **NO_OUTCOME})
         if claimed is None:
             return  # another delivery got there first, or it was cancelled meanwhile
         lease = asyncio.create_task(self._keep_lease())
@@ -264,6 +265,8 @@ class _Run:
             stats, artifacts = result.get("stats", {}), self._existing(result.get("artifacts", []))
             extra.update(result=stats, artifacts=artifacts)
             fields.update(result=json.dumps(stats), artifacts=json.dumps(artifacts))
+        else:
+            fields.update(NO_OUTCOME)  # a failed run's result so far is no result
         stage = "done" if state is TaskState.SUCCESS else "failed"
         progress = 1.0 if state is TaskState.SUCCESS else 0.0
         await self._emit_reliably(guard, state, stage=stage, progress=progress,

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from tasks.errors import CorruptFile
 from tasks.progress import Artifact, Progress, share
 
 
@@ -156,3 +157,10 @@ def share_then_wait(payload: dict[str, Any], progress: Progress) -> dict[str, An
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return {"stats": {"faces": 12, "finished": True}, "artifacts": [shown]}
+
+
+def share_then_fail(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Share a result so far, then fail as a damaged file does."""
+    progress("thumbnail", 1.0)
+    share(progress, {"stats": {"faces": 12}, "artifacts": []})
+    raise CorruptFile("The file is damaged after all.")

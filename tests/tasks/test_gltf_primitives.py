@@ -393,3 +393,24 @@ def test_a_node_hierarchy_that_loops_is_corrupt(tmp_path: Path, nodes: list[Any]
     built.tree["scenes"][0]["nodes"] = [0, 2]
     error = failure(tmp_path, built.glb())
     assert error.code == "corrupt_file" and "loops" in error.message
+
+
+def test_a_node_with_two_parents_keeps_its_instances_under_each(tmp_path: Path) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    moves = np.array([[0, 0, 0], [2, 0, 0], [4, 0, 0]], dtype=np.float32)
+    built.tree["nodes"] = [
+        {"mesh": 0, "extras": {"note": "x" * 1000},
+         "extensions": {"EXT_mesh_gpu_instancing": {"attributes": {
+             "TRANSLATION": built.accessor(moves)}}}},
+        {"children": [0]}, {"children": [0], "translation": [0, 5, 0]}]
+    built.tree["scenes"][0]["nodes"] = [1, 2]
+    found = stats(tmp_path, built.glb())
+    assert (found["faces"], found["meshes"]) == (2 * 3 * 2, 6)
+
+
+def test_texture_formats_required_are_read(tmp_path: Path) -> None:
+    built = Builder()
+    built.mesh({"attributes": {"POSITION": built.accessor(SQUARE)}, "mode": 5})
+    built.tree["extensionsUsed"] = built.tree["extensionsRequired"] = ["EXT_texture_webp"]
+    assert stats(tmp_path, built.glb())["faces"] == 2

@@ -459,3 +459,15 @@ def test_clustering_reaches_its_target_on_anything() -> None:
         assert len(np.unique(faces)) == len(simpler)  # no point left unused
     # 40 boxes cannot keep 12 faces each in 100: the whole is one box then, never more
     assert len(clustered(points, triangles, 100)[1]) <= 100
+
+
+def test_clustering_never_leaves_a_lod_without_faces() -> None:
+    from tasks.clustering import clustered
+
+    # small triangles far apart: a grid coarse enough for few faces collapses every one
+    rng = np.random.default_rng(3)
+    centres = rng.random((20_000, 3)) * 1000
+    points = (centres[:, None, :] + rng.random((20_000, 3, 3)) * 1e-6).reshape(-1, 3)
+    triangles = np.arange(len(points), dtype=np.int32).reshape(-1, 3)
+    simpler, faces = clustered(points.astype(np.float32), triangles, 2_000)
+    assert len(faces) > 0 and faces.max() < len(simpler)

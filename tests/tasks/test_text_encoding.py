@@ -134,3 +134,10 @@ def test_a_zae_archive_opens_the_root_its_manifest_names(tmp_path: Path) -> None
     stats = run(tmp_path / "run", {"duck.zae": archive.getvalue()}, "zip")[0]["stats"]
     assert stats["format"] == "dae" and stats["faces"] == 4212
     assert stats["texture_names"] == ["models/duckCM.tga"] and stats["missing_textures"] == []
+
+
+def test_a_missing_percent_escaped_texture_is_named_once(tmp_path: Path) -> None:
+    data = (CORPUS / "Collada" / "duck.dae").read_bytes().replace(b"duckCM.tga", b"duck%20CM.tga")
+    stats = run(tmp_path, {"duck.dae": data}, "dae")[0]["stats"]
+    assert stats["missing_textures"] == ["duck CM.tga"]
+    assert stats["missing_files"] == ["duck CM.tga"]
