@@ -22,6 +22,7 @@ from auth.accounts import Accounts
 from auth.hasher import PasswordHasher
 from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
+from auth.upload_limits import UploadLimits
 from records import keys
 from records.events import EventWriter
 from records.queue import TaskQueue, job_deserializer, job_serializer
@@ -65,6 +66,7 @@ class Services:
     storage: Storage
     feed: EventFeed
     logins: LoginThrottle
+    uploads: UploadLimits
     slots: StreamSlots
 
 
@@ -204,6 +206,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             storage=storage,
             feed=EventFeed(redis, hub, store, snapshot_limit=SNAPSHOT_LIMIT),
             logins=LoginThrottle.from_settings(redis, settings),
+            uploads=UploadLimits.from_settings(redis, settings),
             slots=slots,
         )
     finally:

@@ -134,6 +134,9 @@ class Settings:
     mesh_pipeline: str = "full"
     # recovery
     sweep_interval: float = 30.0
+    # upload limits per user (0: off)
+    upload_requests_per_minute: int = 120
+    upload_bytes_per_hour: int = 50 * GiB
     # sign-in hardening
     login_user_failures: int = 10
     login_address_failures: int = 50
@@ -250,6 +253,8 @@ class Settings:
             renderer=_one_of(env, "KILN_RENDERER", ("auto", "gl", "numpy")),
             mesh_pipeline=_one_of(env, "KILN_MESH_PIPELINE", ("full", "stats")),
             sweep_interval=_float(env, "KILN_SWEEP_INTERVAL", 30.0, minimum=1.0),
+            upload_requests_per_minute=_int(env, "KILN_UPLOAD_REQUESTS_PER_MINUTE", 120),
+            upload_bytes_per_hour=_int(env, "KILN_UPLOAD_BYTES_PER_HOUR", 50 * GiB),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),
             login_window=_int(env, "KILN_LOGIN_WINDOW", 900, minimum=1),

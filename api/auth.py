@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.deps import read_json, require_user, services
-from api.errors import ApiError
+from api.errors import ApiError, retry_later
 from auth.backend import COOKIE_NAME, SignedIn
 from auth.hasher import HasherBusy
 from auth.refresh import COOKIE_NAME as REFRESH_COOKIE
@@ -24,12 +24,6 @@ BUSY_RETRY_AFTER = 1
 
 def _session_expired(message: str = "the session has ended; sign in again") -> ApiError:
     return ApiError(401, "session_expired", message)
-
-
-def _retry_later(status: int, code: str, message: str, retry_after: int) -> Response:
-    """A refusal that says when to try again, in the body and in Retry-After."""
-    return JSONResponse({"error": code, "message": message, "retry_after": retry_after},
-                        status_code=status, headers={"Retry-After": str(retry_after)})
 
 
 def _sessions(request: Request) -> RefreshSessions:
@@ -72,14 +66,14 @@ async def login(request: Request) -> Response:
     address = request.client.host if request.client else None
     verdict = await kiln.logins.check(name, address)
     if verdict.retry_after:
-        return _retry_later(429, "rate_limited", "too many failed sign-ins; try again later",
+        return retry_later(429, "rate_limited", "too many failed sign-ins; try again later",
                             verdict.retry_after)
     if verdict.delay:
         await asyncio.sleep(verdict.delay)
     try:
         user = await kiln.accounts.authenticate(name, password[:4096])
     except HasherBusy as busy:
-        return _retry_later(503, "busy", str(busy), BUSY_RETRY_AFTER)
+        return retry_later(503, "busy", str(busy), BUSY_RETRY_AFTER)
     if user is None:
         await kiln.logins.failed(name, address)
         raise ApiError(401, "invalid_credentials", "wrong user name or password")

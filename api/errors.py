@@ -66,6 +66,12 @@ async def _upload_refused(request: Request, exc: Exception) -> Response:
     return error_response(status, exc.code, exc.message, file=exc.file)
 
 
+def retry_later(status: int, code: str, message: str, retry_after: int) -> JSONResponse:
+    """A refusal that says when to try again, in the body and in Retry-After."""
+    return JSONResponse({"error": code, "message": message, "retry_after": retry_after},
+                        status_code=status, headers={"Retry-After": str(retry_after)})
+
+
 def unavailable_response(retry_after: int = RETRY_AFTER) -> JSONResponse:
     """503 `unavailable`: Redis is down, stalled or full; the client may retry after a while."""
     response = error_response(503, "unavailable", "the service's store is unavailable; try again")

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.deps import require_user, services
-from api.errors import ApiError, error_response
+from api.errors import ApiError, error_response, retry_later
 from api.multipart import (
     INLINE_DISK_BYTES,
     ReceivedFile,
@@ -28,6 +28,14 @@ _COMPANIONS = {
     "mtl": "an MTL material library: upload it together with the OBJ that uses it",
     "bin": "a glTF buffer: upload it together with the .gltf that uses it",
 }
+
+
+def _declared_length(request: Request) -> int:
+    """The body's length as its Content-Length says (0 when it does not say)."""
+    try:
+        return max(0, int(request.headers.get("content-length") or 0))
+    except ValueError:
+        return 0
 
 
 def _inspect(
@@ -64,6 +72,10 @@ def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> 
 async def create_upload(request: Request) -> Response:
     signed_in = require_user(request)
     kiln = services(request)
+    declared = _declared_length(request)
+    wait = await kiln.uploads.admit(signed_in.user.id, declared)
+    if wait:
+        return retry_later(429, "rate_limited", "too many uploads for now; try again later", wait)
     try:
         received = await receive_files(
             request.stream(), request.headers.get("content-type"), kiln.storage,
@@ -78,6 +90,7 @@ async def create_upload(request: Request) -> Response:
         response = error_response(408, slow.code, slow.message)
         response.headers["Connection"] = "close"
         return response
+    await kiln.uploads.received(signed_in.user.id, sum(file.size for file in received))
     try:
         small = sum(file.size for file in received) <= INLINE_DISK_BYTES
         by_name, groups, refused = await disk_work(small, _inspect, received)

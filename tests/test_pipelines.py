@@ -189,17 +189,26 @@ async def test_every_model_format_succeeds_in_the_real_child_pool(live_server: L
     assert (broken["state"], broken["error"]["code"]) == ("FAILURE", "corrupt_file")
 
 
+async def _box_through(mesh: str, live_server_factory: ServerFactory, redis_url: str,
+                       tmp_path: Path) -> tuple[LiveServer, KilnClient, Any, str]:
+    """A server whose mesh pipeline is `mesh`, alice signed in with her stream open, and the
+    task of the box she uploaded; the caller closes the client."""
+    server = live_server_factory(make_settings(redis_url, tmp_path / "data"), pipelines={
+        "mesh": mesh, "texture": "tasks.texture:describe"})
+    await add_user(redis_url, "alice")
+    client = KilnClient(server.url)
+    await client.login("alice", "correct horse battery")
+    stream = client.events()
+    await collect(stream, lambda ev: len(ev) >= 1)
+    tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+    return server, client, stream, tid
+
+
 async def test_a_running_task_shows_its_result_so_far(
         live_server_factory: ServerFactory, redis_url: str, tmp_path: Path) -> None:
-    settings = make_settings(redis_url, tmp_path / "data")
-    server = live_server_factory(settings, pipelines={
-        "mesh": "tests.helpers.pipelines:share_then_wait", "texture": "tasks.texture:describe"})
-    await add_user(redis_url, "alice")
-    async with KilnClient(server.url) as client:
-        await client.login("alice", "correct horse battery")
-        stream = client.events()
-        await collect(stream, lambda ev: len(ev) >= 1)
-        tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+    server, client, stream, tid = await _box_through(
+        "tests.helpers.pipelines:share_then_wait", live_server_factory, redis_url, tmp_path)
+    async with client:
         events = await collect(stream, lambda ev: any(
             e.event == "task" and e.data.get("artifacts") for e in ev))
         early = next(e.data for e in events if e.event == "task" and e.data.get("artifacts"))
@@ -210,7 +219,7 @@ async def test_a_running_task_shows_its_result_so_far(
         (thumbnail,) = record["artifacts"]
         picture = await client.get(thumbnail["url"])
         assert picture.status_code == 200 and len(picture.content) == thumbnail["size"]
-        (settings.data_dir / "tasks" / tid / "release").touch()
+        (server.settings.data_dir / "tasks" / tid / "release").touch()
         events = await collect(stream, terminal_for([tid]))
         await stream.aclose()
         assert _final(events, tid)["result"] == {"faces": 12, "finished": True}
@@ -218,15 +227,9 @@ async def test_a_running_task_shows_its_result_so_far(
 
 async def test_a_failed_task_keeps_no_result_so_far(
         live_server_factory: ServerFactory, redis_url: str, tmp_path: Path) -> None:
-    settings = make_settings(redis_url, tmp_path / "data")
-    server = live_server_factory(settings, pipelines={
-        "mesh": "tests.helpers.pipelines:share_then_fail", "texture": "tasks.texture:describe"})
-    await add_user(redis_url, "alice")
-    async with KilnClient(server.url) as client:
-        await client.login("alice", "correct horse battery")
-        stream = client.events()
-        await collect(stream, lambda ev: len(ev) >= 1)
-        tid = (await client.upload(corpus("OBJ/box.obj"))).json()["tasks"][0]["task_id"]
+    _, client, stream, tid = await _box_through(
+        "tests.helpers.pipelines:share_then_fail", live_server_factory, redis_url, tmp_path)
+    async with client:
         events = await collect(stream, terminal_for([tid]))
         await stream.aclose()
         shared = [e.data for e in events if e.event == "task" and e.data.get("result")]

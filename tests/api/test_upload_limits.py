@@ -1,0 +1,63 @@
+"""Per-user upload limits: requests a minute and bytes an hour, 429 `rate_limited` with
+Retry-After past them, counted apart for every user; 0 turns a limit off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.client import KilnClient
+from tests.conftest import corpus, make_settings
+from tests.live import ServerFactory
+from tests.users import add_user
+
+
+async def _client(url: str, redis_url: str, name: str) -> KilnClient:
+    await add_user(redis_url, name)
+    client = KilnClient(url)
+    await client.login(name, "correct horse battery")
+    return client
+
+
+async def test_uploads_past_the_rate_are_refused_with_a_retry_time(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    server = live_server_factory(make_settings(
+        redis_url, tmp_path / "data", embedded_worker=False, upload_requests_per_minute=2))
+    alice = await _client(server.url, redis_url, "rate-alice")
+    bob = await _client(server.url, redis_url, "rate-bob")
+    async with alice, bob:
+        for _ in range(2):
+            assert (await alice.upload(corpus("OBJ/box.obj"))).status_code == 202
+        refused = await alice.upload(corpus("OBJ/box.obj"))
+        assert refused.status_code == 429
+        body = refused.json()
+        assert body["error"] == "rate_limited" and 1 <= body["retry_after"] <= 60
+        assert refused.headers["Retry-After"] == str(body["retry_after"])
+        assert (await alice.get("/api/tasks")).json()["total"] == 2  # nothing queued for it
+        # another user's allowance is their own
+        assert (await bob.upload(corpus("OBJ/box.obj"))).status_code == 202
+
+
+async def test_bytes_past_the_hourly_allowance_are_refused(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    box = corpus("OBJ/box.obj").read_bytes()
+    server = live_server_factory(make_settings(
+        redis_url, tmp_path / "data", embedded_worker=False, upload_requests_per_minute=0,
+        upload_bytes_per_hour=3 * 1024))
+    client = await _client(server.url, redis_url, "bytes-alice")
+    async with client:
+        assert (await client.upload(("a.obj", box))).status_code == 202
+        big = ("big.obj", box + b"# padding\n" * 400)  # about 4.6 KB: over what is left
+        refused = await client.upload(big)
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_limits_of_zero_are_off(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    server = live_server_factory(make_settings(
+        redis_url, tmp_path / "data", embedded_worker=False, upload_requests_per_minute=0,
+        upload_bytes_per_hour=0))
+    client = await _client(server.url, redis_url, "free-alice")
+    async with client:
+        for _ in range(5):
+            assert (await client.upload(corpus("OBJ/box.obj"))).status_code == 202
