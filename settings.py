@@ -137,6 +137,7 @@ class Settings:
     # upload limits per user (0: off)
     upload_requests_per_minute: int = 120
     upload_bytes_per_hour: int = 50 * GiB
+    user_quota_bytes: int = 100 * GiB
     # sign-in hardening
     login_user_failures: int = 10
     login_address_failures: int = 50
@@ -255,6 +256,7 @@ class Settings:
             sweep_interval=_float(env, "KILN_SWEEP_INTERVAL", 30.0, minimum=1.0),
             upload_requests_per_minute=_int(env, "KILN_UPLOAD_REQUESTS_PER_MINUTE", 120),
             upload_bytes_per_hour=_int(env, "KILN_UPLOAD_BYTES_PER_HOUR", 50 * GiB),
+            user_quota_bytes=_int(env, "KILN_USER_QUOTA_BYTES", 100 * GiB),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),
             login_window=_int(env, "KILN_LOGIN_WINDOW", 900, minimum=1),

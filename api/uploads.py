@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +29,12 @@ _COMPANIONS = {
     "mtl": "an MTL material library: upload it together with the OBJ that uses it",
     "bin": "a glTF buffer: upload it together with the .gltf that uses it",
 }
+
+
+def _over_quota(quota: int) -> ApiError:
+    return ApiError(413, "quota_exceeded",
+                    f"this upload would take your stored files past your quota of "
+                    f"{quota:,} bytes")
 
 
 def _declared_length(request: Request) -> int:
@@ -72,10 +79,14 @@ def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> 
 async def create_upload(request: Request) -> Response:
     signed_in = require_user(request)
     kiln = services(request)
+    user = signed_in.user.id
     declared = _declared_length(request)
-    wait = await kiln.uploads.admit(signed_in.user.id, declared)
+    wait = await kiln.uploads.admit(user, declared)
     if wait:
         return retry_later(429, "rate_limited", "too many uploads for now; try again later", wait)
+    quota = kiln.uploads.quota_bytes
+    if quota and declared and await kiln.uploads.stored(user) + declared > quota:
+        raise _over_quota(quota)  # before a byte is written
     try:
         received = await receive_files(
             request.stream(), request.headers.get("content-type"), kiln.storage,
@@ -90,9 +101,14 @@ async def create_upload(request: Request) -> Response:
         response = error_response(408, slow.code, slow.message)
         response.headers["Connection"] = "close"
         return response
-    await kiln.uploads.received(signed_in.user.id, sum(file.size for file in received))
+    total = sum(file.size for file in received)
+    reserved = False
     try:
-        small = sum(file.size for file in received) <= INLINE_DISK_BYTES
+        await kiln.uploads.received(user, total)
+        if await kiln.uploads.reserve(user, total) is None:
+            raise _over_quota(quota)
+        reserved = True
+        small = total <= INLINE_DISK_BYTES
         by_name, groups, refused = await disk_work(small, _inspect, received)
         if refused:
             raise _refusal(refused[0], by_name[refused[0].name])
@@ -115,10 +131,14 @@ async def create_upload(request: Request) -> Response:
         tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
                   "kind": task.identity.kind, "format": task.format, "size": task.size,
                   "files": list(task.files)} for task in new]
+        reserved = False  # kept: the bytes stay counted
     finally:
         for file in received:
             with contextlib.suppress(OSError):
                 file.path.unlink(missing_ok=True)
+        if reserved:  # refused after the bytes were taken: give them back (in an outage the
+            with contextlib.suppress(RedisError, OSError):  # count stays high, never low)
+                await kiln.uploads.release(user, total)
     return JSONResponse({"batch_id": batch, "tasks": tasks}, status_code=202)
 
 

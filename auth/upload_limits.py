@@ -1,6 +1,8 @@
 """Per-user upload limits: requests a minute and bytes an hour, counted on Redis by the `limits`
-library (as sign-in failures are, `auth.throttle`). Past either, an upload is refused with 429
-`rate_limited` and the seconds until it would be taken. A limit of 0 is off."""
+library (as sign-in failures are, `auth.throttle`): past either, an upload is refused with 429
+`rate_limited` and the seconds until it would be taken. And a storage quota: the bytes a user's
+uploads keep on disk, reserved atomically before their tasks are queued (413 `quota_exceeded`
+past it). A limit of 0 is off."""
 
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ from settings import Settings
 class UploadLimits:
     """This process's view of every user's upload allowance; one per process (shares the pool)."""
 
-    def __init__(self, redis: Redis, *, requests_per_minute: int, bytes_per_hour: int) -> None:
+    def __init__(self, redis: Redis, *, requests_per_minute: int, bytes_per_hour: int,
+                 quota_bytes: int = 0) -> None:
+        self._redis = redis
+        self.quota_bytes = quota_bytes
         storage = RedisStorage(
             "async+redis://", implementation="redispy", key_prefix=keys.UPLOAD_LIMITS,
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]
@@ -38,7 +43,25 @@ class UploadLimits:
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> UploadLimits:
         return cls(redis, requests_per_minute=settings.upload_requests_per_minute,
-                   bytes_per_hour=settings.upload_bytes_per_hour)
+                   bytes_per_hour=settings.upload_bytes_per_hour,
+                   quota_bytes=settings.user_quota_bytes)
+
+    async def stored(self, user: str) -> int:
+        """The bytes `user`'s uploads keep."""
+        return int(await self._redis.hget(keys.USAGE, user) or 0)  # type: ignore[misc]
+
+    async def reserve(self, user: str, size: int) -> int | None:
+        """Take `size` bytes of `user`'s quota, atomically; None (nothing taken) when they would
+        pass it, else what the user then keeps."""
+        kept = int(await self._redis.hincrby(keys.USAGE, user, size))  # type: ignore[misc]
+        if self.quota_bytes > 0 and kept > self.quota_bytes:
+            await self._redis.hincrby(keys.USAGE, user, -size)  # type: ignore[misc]
+            return None
+        return kept
+
+    async def release(self, user: str, size: int) -> None:
+        """Give back bytes reserved for an upload that was not kept."""
+        await self._redis.hincrby(keys.USAGE, user, -size)  # type: ignore[misc]
 
     async def admit(self, user: str, declared_bytes: int) -> int:
         """Count one upload request of `user`, who says it carries `declared_bytes`; 0 when it

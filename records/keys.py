@@ -61,6 +61,7 @@ def ended_session(session_id: str) -> str:
 
 LOGIN_FAILURES = f"{PREFIX}:login"
 UPLOAD_LIMITS = f"{PREFIX}:upload-limits"
+USAGE = f"{PREFIX}:usage"  # hash: user id -> bytes their uploads keep on disk
 """Key prefix of the sign-in throttle (the `limits` library's moving windows): failed sign-ins
 per user name and per client address, each identified by a keyed hash, never the name itself."""
 

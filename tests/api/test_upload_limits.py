@@ -61,3 +61,26 @@ async def test_limits_of_zero_are_off(
     async with client:
         for _ in range(5):
             assert (await client.upload(corpus("OBJ/box.obj"))).status_code == 202
+
+
+async def test_a_storage_quota_refuses_what_would_pass_it(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    box = corpus("OBJ/box.obj").read_bytes()
+    server = live_server_factory(make_settings(
+        redis_url, tmp_path / "data", embedded_worker=False, upload_requests_per_minute=0,
+        user_quota_bytes=2 * len(box) + 400))  # room for a small file, not a third box
+    alice = await _client(server.url, redis_url, "quota-alice")
+    bob = await _client(server.url, redis_url, "quota-bob")
+    async with alice, bob:
+        for name in ("a.obj", "b.obj"):
+            assert (await alice.upload((name, box))).status_code == 202
+        refused = await alice.upload(("c.obj", box))
+        assert refused.status_code == 413
+        assert refused.json()["error"] == "quota_exceeded"
+        assert "quota" in refused.json()["message"]
+        assert (await alice.get("/api/tasks")).json()["total"] == 2
+        # what was refused took nothing: a smaller file still fits
+        assert (await alice.upload(("d.obj", box[:10]))).status_code == 415  # kept out anyway
+        assert (await alice.upload(("e.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
+                ).status_code == 202
+        assert (await bob.upload(("a.obj", box))).status_code == 202  # a quota of his own
