@@ -138,6 +138,12 @@ class Settings:
     upload_requests_per_minute: int = 120
     upload_bytes_per_hour: int = 50 * GiB
     user_quota_bytes: int = 100 * GiB
+    # scheduling (0: off)
+    low_priority_bytes: int = 256 * 1024**2
+    priority_aging: float = 300.0
+    user_max_running: int = 0
+    retry_base: float = 2.0
+    retry_max: float = 300.0
     # sign-in hardening
     login_user_failures: int = 10
     login_address_failures: int = 50
@@ -257,6 +263,11 @@ class Settings:
             upload_requests_per_minute=_int(env, "KILN_UPLOAD_REQUESTS_PER_MINUTE", 120),
             upload_bytes_per_hour=_int(env, "KILN_UPLOAD_BYTES_PER_HOUR", 50 * GiB),
             user_quota_bytes=_int(env, "KILN_USER_QUOTA_BYTES", 100 * GiB),
+            low_priority_bytes=_int(env, "KILN_LOW_PRIORITY_BYTES", 256 * 1024**2),
+            priority_aging=_float(env, "KILN_PRIORITY_AGING", 300.0),
+            user_max_running=_int(env, "KILN_USER_MAX_RUNNING", 0),
+            retry_base=_float(env, "KILN_RETRY_BASE", 2.0),
+            retry_max=_float(env, "KILN_RETRY_MAX", 300.0),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),
             login_window=_int(env, "KILN_LOGIN_WINDOW", 900, minimum=1),

@@ -1,9 +1,10 @@
 """Composition root of a worker run by arq's own CLI: `arq worker_settings.WorkerSettings`.
 
 The same job code as the embedded worker and `kiln worker`. arq's CLI always builds its stock
-Worker, which polls the queue every KILN_POLL_DELAY seconds; `kiln worker` runs `KilnWorker`,
-woken by each enqueue instead. Redis is REDIS_URL, or the private redis of a running `kiln serve`
-in the same data directory.
+Worker, which polls arq's queue every KILN_POLL_DELAY seconds; a `StockAdmitter` beside it moves
+jobs from the scheduler into that queue as its slots free. `kiln worker` runs `KilnWorker`, which
+admits and starts jobs itself, woken by each enqueue. Redis is REDIS_URL, or the private redis
+of a running `kiln serve` in the same data directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from redis_server import redis_for, redis_url_of
 from services import open_services
 from settings import Settings
 from worker.jobs import JobContext, WorkerContext, pipelines_for
-from worker.runner import child_pool, handle_control, sweeper_for, worker_options
+from worker.runner import (
+    StockAdmitter,
+    child_pool,
+    handle_control,
+    sweeper_for,
+    worker_options,
+)
 
 _settings = Settings.from_env()
 
@@ -33,9 +40,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     await pool.start()
     stack.push_async_callback(pool.close)
     context = WorkerContext(services=services, pool=pool, pipelines=pipelines_for(_settings))
-    services.hub.on_control(lambda message: handle_control(message, context))
-    sweeper = asyncio.create_task(sweeper_for(services).run(), name="kiln-sweep")
-    stack.push_async_callback(_cancel, sweeper)
+    admitter = StockAdmitter(context, _settings)
+    services.hub.on_control(lambda message: handle_control(message, context, admitter))
+    for name, work in (("kiln-sweep", sweeper_for(services).run()),
+                       ("kiln-admit", admitter.run())):
+        stack.push_async_callback(_cancel, asyncio.create_task(work, name=name))
     job["kiln"] = context
 
 

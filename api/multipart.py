@@ -84,6 +84,8 @@ class _Part:
     file: IO[bytes] | None = None
     received: ReceivedFile | None = None
     field_bytes: int = 0
+    field_name: str = ""
+    field_value: bytearray = field(default_factory=bytearray)
     pending: list[bytes] = field(default_factory=list)
     pending_bytes: int = 0
 
@@ -94,6 +96,10 @@ def boundary_of(content_type: str | None) -> bytes:
     if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
         raise MalformedUpload("send the files as multipart/form-data")
     return boundary
+
+
+FORM_FIELDS = frozenset({"priority"})
+"""The plain form fields an upload may carry besides its files; others are counted and dropped."""
 
 
 class _Receiver:
@@ -108,6 +114,7 @@ class _Receiver:
         self.part = _Part()
         self.files: list[ReceivedFile] = []
         self.fields = 0
+        self.form: dict[str, str] = {}
         self.open_files: list[IO[bytes]] = []
         self.finished: list[_Part] = []
         self.writing: list[_Part] = []
@@ -138,9 +145,11 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.part.disposition)
         if b"filename" not in options:
-            self.fields += 1  # a plain form field: counted, ignored
+            self.fields += 1  # a plain form field: counted, kept only if it is one Kiln reads
             if self.fields > self.max_fields:
                 raise TooManyFields(f"at most {self.max_fields} form fields besides the files")
+            name = options.get(b"name", b"").decode("utf-8", "replace")
+            self.part.field_name = name if name in FORM_FIELDS else ""
             return
         if len(self.files) >= self.max_files:
             raise TooManyFiles(f"at most {self.max_files} files per upload")
@@ -160,6 +169,8 @@ class _Receiver:
             part.field_bytes += n
             if part.field_bytes > MAX_FIELD_BYTES:
                 raise MalformedUpload("a form field is too long")
+            if part.field_name:
+                part.field_value += data[start:end]
             return
         part.received.size += n
         if part.received.size > self.max_file_bytes:
@@ -173,6 +184,8 @@ class _Receiver:
     def on_part_end(self) -> None:
         if self.part.received is not None:
             self.finished.append(self.part)
+        elif self.part.field_name:
+            self.form[self.part.field_name] = self.part.field_value.decode("utf-8", "replace")
 
     def on_end(self) -> None:
         self.complete = True
@@ -244,9 +257,11 @@ async def receive_files(
     max_fields: int = 100,
     min_rate: int = 0,
     rate_grace: float = 30.0,
+    form: dict[str, str] | None = None,
 ) -> list[ReceivedFile]:
     """Stream every file part of the body to `storage.incoming`; all of them, or none (a body
-    slower than `min_rate` bytes/s for `rate_grace` seconds is cut: see `paced`)."""
+    slower than `min_rate` bytes/s for `rate_grace` seconds is cut: see `paced`). The values of
+    the plain fields Kiln reads (`FORM_FIELDS`) go into `form`."""
     chunks = paced(chunks, min_rate, rate_grace)
     receiver = _Receiver(storage, max_file_bytes, max_files, max_fields)
     parser = MultipartParser(
@@ -279,6 +294,8 @@ async def receive_files(
         await receiver.flush(final=True)
         if not receiver.files:
             raise MalformedUpload("no file in the upload: send each file as a part with a filename")
+        if form is not None:
+            form.update(receiver.form)
         return receiver.files
     except BaseException:
         receiver.discard()

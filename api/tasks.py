@@ -54,22 +54,28 @@ async def get_task(request: Request) -> Response:
     view = task_view(record)
     if record.state in QUEUED_STATES:
         jid = job_id(record.id, record.attempt)
-        standing = await services(request).queue.standing([jid])
+        standing = await services(request).queue.standing(record.owner,
+                                                          [(jid, record.fields["kind"])])
         view["queue_position"] = standing.positions.get(jid)
+        view["eta_s"] = standing.eta_s.get(jid)
     return JSONResponse(view)
 
 
 async def queue_positions(request: Request) -> Response:
-    """Where the session's waiting tasks stand: `{"positions": {task_id: n}, "queued": total}`,
-    1 = next to start; `queued` counts every user's ready jobs that no worker is running."""
+    """Where the session's waiting tasks stand under the scheduling policy:
+    `{"positions": {task_id: n}, "eta_s": {task_id: s}, "queued": total}`, 1 = next to start;
+    `eta_s` is when each should be done, from recent run times (absent until some are known);
+    `queued` counts every user's jobs waiting for a slot."""
     signed_in = require_user(request)
     kiln = services(request)
     waiting = await kiln.tasks.queued(signed_in.claims.session_id, signed_in.user.id,
                                       scan=QUEUE_SCAN, limit=QUEUE_LIMIT)
-    jobs = {job_id(t.task_id, t.attempt): t.task_id for t in waiting}
-    standing = await kiln.queue.standing(list(jobs))
+    jobs = {job_id(t.task_id, t.attempt): t for t in waiting}
+    standing = await kiln.queue.standing(signed_in.user.id,
+                                         [(jid, t.kind) for jid, t in jobs.items()])
     return JSONResponse({
-        "positions": {jobs[jid]: position for jid, position in standing.positions.items()},
+        "positions": {jobs[jid].task_id: n for jid, n in standing.positions.items()},
+        "eta_s": {jobs[jid].task_id: s for jid, s in standing.eta_s.items()},
         "queued": standing.queued,
     })
 

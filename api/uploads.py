@@ -19,8 +19,10 @@ from api.multipart import (
     disk_work,
     receive_files,
 )
+from auth.backend import SignedIn
 from records.ids import new_id
 from records.queue import NewTask, new_task_identity
+from records.scheduler import PRIORITY_NAMES, Priority
 from storage import stored_names
 from tasks.detect import SUPPORTED, sniff
 from tasks.grouping import Group, UploadFile, plan
@@ -76,10 +78,31 @@ def _check_supported(groups: list[Group], received: dict[str, ReceivedFile]) -> 
                            "which Kiln recognises but cannot process", file=name)
 
 
+def _asked_priority(raw: str | None, signed_in: SignedIn) -> Priority | None:
+    """The priority an upload asks for (None: let the size decide); only admins may ask for
+    high."""
+    if raw is None or raw.strip() == "":
+        return None
+    name = raw.strip().lower()
+    if name not in PRIORITY_NAMES:
+        raise ApiError(400, "bad_parameter", "priority must be high, default or low")
+    priority = Priority.parse(name)
+    if priority is Priority.HIGH and not signed_in.user.is_admin:
+        raise ApiError(403, "forbidden_priority", "only admins may queue uploads at high priority")
+    return priority
+
+
+def _priority(asked: Priority | None, total: int, low_over: int) -> Priority:
+    if asked is not None:
+        return asked
+    return Priority.LOW if low_over and total > low_over else Priority.DEFAULT
+
+
 async def create_upload(request: Request) -> Response:
     signed_in = require_user(request)
     kiln = services(request)
     user = signed_in.user.id
+    asked = _asked_priority(request.query_params.get("priority"), signed_in)
     declared = _declared_length(request)
     wait = await kiln.uploads.admit(user, declared)
     if wait:
@@ -87,6 +110,7 @@ async def create_upload(request: Request) -> Response:
     quota = kiln.uploads.quota_bytes
     if quota and declared and await kiln.uploads.stored(user) + declared > quota:
         raise _over_quota(quota)  # before a byte is written
+    form: dict[str, str] = {}
     try:
         received = await receive_files(
             request.stream(), request.headers.get("content-type"), kiln.storage,
@@ -95,6 +119,7 @@ async def create_upload(request: Request) -> Response:
             max_fields=kiln.settings.max_form_fields,
             min_rate=kiln.settings.upload_min_rate,
             rate_grace=kiln.settings.upload_rate_grace,
+            form=form,
         )
     except UploadTooSlow as slow:
         # closing: the rest of the body would otherwise keep trickling into a kept-alive link
@@ -104,6 +129,9 @@ async def create_upload(request: Request) -> Response:
     total = sum(file.size for file in received)
     reserved = False
     try:
+        if "priority" in form:
+            asked = _asked_priority(form["priority"], signed_in)
+        priority = _priority(asked, total, kiln.settings.low_priority_bytes)
         await kiln.uploads.received(user, total)
         if await kiln.uploads.reserve(user, total) is None:
             raise _over_quota(quota)
@@ -116,7 +144,8 @@ async def create_upload(request: Request) -> Response:
         batch = new_id()
         new = [NewTask(new_task_identity(owner=signed_in.user.id,
                                          session=signed_in.claims.session_id, batch=batch,
-                                         kind=group.kind, filename=by_name[group.main].filename),
+                                         kind=group.kind, filename=by_name[group.main].filename,
+                                         priority=priority),
                        group.format, sum(by_name[name].size for name in group.files),
                        tuple(group.files))
                for group in groups]
@@ -130,7 +159,7 @@ async def create_upload(request: Request) -> Response:
         await kiln.queue.submit_all(new)  # every task and its job in one round trip
         tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
                   "kind": task.identity.kind, "format": task.format, "size": task.size,
-                  "files": list(task.files)} for task in new]
+                  "files": list(task.files), "priority": priority.label} for task in new]
         reserved = False  # kept: the bytes stay counted
     finally:
         for file in received:

@@ -25,6 +25,8 @@ def task_view(record: TaskRecord) -> dict[str, Any]:
         "stage": f.get("stage", ""),
         "progress": record.number("progress") or 0.0,
         "attempt": record.attempt,
+        "priority": f.get("priority", "default"),
+        "retry_at": record.number("retry_at"),
         "created": record.number("created"),
         "started": record.number("started"),
         "finished": record.number("finished"),

@@ -137,6 +137,7 @@ class TaskIdentity:
     batch: str
     kind: str
     filename: str
+    priority: str = "default"
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def encode_event(
         "batch_id": who.batch,
         "kind": who.kind,
         "filename": who.filename,
+        "priority": who.priority,
         "state": state.value,
         "stage": stage,
         "progress": round(progress, 4),

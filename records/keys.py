@@ -27,6 +27,27 @@ SWEEP_LOCK = f"{PREFIX}:sweep:lock"
 SWEEP_CURSOR = f"{PREFIX}:sweep:cursor"
 """String: where the last sweep's ZSCAN of `ACTIVE` stopped."""
 
+SCHED = f"{PREFIX}:sched"
+SCHED_USERS = f"{SCHED}:users"
+"""Sorted set: every user with waiting jobs, scored by their most urgent job's effective time
+(`records.scheduler`)."""
+SCHED_PASSES = f"{SCHED}:passes"
+"""Hash: user id -> the user's pass in the fair share (grows by 1/weight per job started)."""
+SCHED_SINCE = f"{SCHED}:since"
+"""Hash: user id -> when their queue last filled from empty (ms); breaks ties between passes."""
+SCHED_VTIME = f"{SCHED}:vtime"
+"""String: the pass of the job started last, where a user whose queue was empty comes in."""
+SCHED_PENDING = f"{SCHED}:pending"
+"""Hash: job id -> "<user id> <level>" for every job waiting or delayed (not yet admitted)."""
+SCHED_DELAYED = f"{SCHED}:delayed"
+"""Sorted set: jobs waiting out a retry's backoff, by when they are due (ms)."""
+SCHED_WORKERS = f"{SCHED}:workers"
+"""Sorted set: live workers by when their heartbeat lapses (ms)."""
+SCHED_CAPACITY = f"{SCHED}:capacity"
+"""Hash: worker id -> its slots (`max_jobs`); their sum is the service's slot count."""
+DURATIONS = f"{SCHED}:durations"
+"""Hash: task kind (and `*` for every kind) -> recent run time in seconds (a moving average)."""
+
 USERNAMES = f"{PREFIX}:usernames"
 """Hash: user name -> user id (names come from people; they never go into a key name)."""
 
@@ -70,6 +91,20 @@ def refresh_session(session_id: str) -> str:
     """Hash with a TTL: a session's refresh credential (user, sha256 of the current and previous
     secret, when it was last rotated), kept `KILN_SESSION_TTL` from its last use."""
     return f"{PREFIX}:refresh:{session_id}"
+
+
+USER_QUEUE_PREFIX = f"{PREFIX}:{{u:"
+"""User-scoped key names start with this and go on `<user id>}:<name>` (see `Stream`)."""
+
+
+def waiting(user_id: str) -> str:
+    """Sorted set: the user's waiting jobs by effective time (`records.scheduler`)."""
+    return f"{USER_QUEUE_PREFIX}{user_id}}}:waiting"
+
+
+def running(user_id: str) -> str:
+    """Sorted set: the user's admitted jobs by when their lease lapses (ms)."""
+    return f"{USER_QUEUE_PREFIX}{user_id}}}:running"
 
 
 def batch_tasks(batch_id: str) -> str:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import job_key_prefix, retry_key_prefix
 from arq.jobs import serialize_job
+from redis.asyncio.client import Pipeline
 
 from records import keys
 from records.events import EventWriter, Guard, TaskIdentity, TaskState
 from records.ids import new_id
+from records.scheduler import Priority, Scheduler, Standing
 from records.store import TaskRecord
 from settings import Settings
 from tasks.errors import WORKER_LOST
@@ -40,57 +43,12 @@ def job_deserializer(raw: bytes) -> Any:
     return json.loads(raw)
 
 
+WAKE = json.dumps({"op": "wake"})
+"""The control message that tells idle workers to look for work."""
+
+
 def job_id(task_id: str, attempt: int) -> str:
     return f"{task_id}-{attempt}"
-
-
-RUNNING_SCAN = 1000
-"""How many jobs at the front of the queue are checked for arq's in-progress key: more than every
-worker's `max_jobs` added up (see `QUEUE_POSITION_SCRIPT`)."""
-
-QUEUE_POSITION_SCRIPT = """
-local queue, now, prefix = KEYS[1], ARGV[1], ARGV[2]
-local ready = redis.call('ZCOUNT', queue, '-inf', now)
-local depth = math.min(ready, tonumber(ARGV[3]))
-local front = {}
-if depth > 0 then front = redis.call('ZRANGE', queue, 0, depth - 1) end
-local running_before = {0}
-local running = 0
-for i, id in ipairs(front) do
-  if redis.call('EXISTS', prefix .. id) == 1 then running = running + 1 end
-  running_before[i + 1] = running
-end
-local positions = {}
-for n = 4, #ARGV do
-  local rank = redis.call('ZRANK', queue, ARGV[n])
-  local position = 0
-  if rank and redis.call('EXISTS', prefix .. ARGV[n]) == 0 then
-    position = rank - running_before[math.min(rank, depth) + 1] + 1
-  end
-  positions[#positions + 1] = position
-end
-return {ready - running, positions}
-"""
-"""Where jobs wait, in one atomic read. KEYS[1] is the queue; ARGV: now (ms), arq's in-progress
-key prefix, the scan depth (`RUNNING_SCAN`), then the job ids. Returns {queued, positions}: the
-ready jobs (score <= now) not in progress, and per job id its position, 0 when it is not waiting
-(not queued, or running).
-
-arq keeps a job in the queue while it runs (marked by `arq:in-progress:<job id>`) and takes ready
-jobs in ZRANGE order: by score (enqueue time in ms, or the time a deferred job becomes due), ties
-by job id. A job's position is therefore 1 + its ZRANK - the running jobs ranked ahead of it. A
-job that is due or deferred gets a position too; jobs ahead of a deferred one include deferred jobs
-due before it.
-
-Bounded, whatever the queue's size: ZCOUNT and ZRANK are O(log n), and running jobs are looked
-for only among the first `RUNNING_SCAN` ranks. That is enough: a worker reads the ready jobs from
-rank 0 and starts them in order, skipping running ones, so when a job starts every job ahead of
-it is running; jobs enqueued or falling due later rank behind every ready job; and a running
-job's rank only falls as jobs ahead of it finish. So the running jobs are the front of the queue
-(give or take jobs whose dead worker's lease has not lapsed yet, or just lapsed), and their
-number is at most the workers' `max_jobs` added up. Were `RUNNING_SCAN` ever passed, positions
-and `queued` would be overstated by the running jobs beyond it, never out of order.
-"""
 
 
 @dataclass(frozen=True)
@@ -103,15 +61,6 @@ class NewTask:
     files: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class QueueStanding:
-    """The queue as seen at one instant: `positions` of the waiting jobs asked about (by job id,
-    1 = next to start; jobs not waiting are absent) and `queued`, every ready job not running."""
-
-    positions: dict[str, int]
-    queued: int
-
-
 class TaskQueue:
     """The web side of the task life: PENDING at submit, REVOKED on cancel, RETRY on retry."""
 
@@ -119,7 +68,8 @@ class TaskQueue:
         self._redis = redis
         self._events = events
         self._settings = settings
-        self._standing = redis.register_script(QUEUE_POSITION_SCRIPT)
+        self.scheduler = Scheduler(redis, aging=settings.priority_aging,
+                                   user_max_running=settings.user_max_running)
 
     async def submit(
         self, who: TaskIdentity, *, format: str, size: int, files: Sequence[str]
@@ -139,6 +89,7 @@ class TaskQueue:
         # order, and every job is due at once (arq takes only jobs whose score is not ahead)
         first_ms = int(time.time() * 1000) - len(new) + 1
         async with self._redis.pipeline(transaction=False) as pipe:
+            jobs = []
             for index, task in enumerate(new):
                 enqueued_ms = first_ms + index
                 who = task.identity
@@ -148,18 +99,17 @@ class TaskQueue:
                         "id": who.task_id, "owner": who.owner, "session": who.session,
                         "batch": who.batch, "kind": who.kind, "filename": who.filename,
                         "format": task.format, "size": str(task.size), "source": task.files[0],
-                        "files": json.dumps(list(task.files)),
+                        "files": json.dumps(list(task.files)), "priority": who.priority,
                         "created": repr(enqueued_ms / 1000), "created_ms": str(enqueued_ms),
                     },
                 ))
                 job = job_id(who.task_id, 1)
-                pipe.psetex(job_key_prefix + job, QUEUE_EXPIRY_S * 1000, serialize_job(
-                    PROCESS_ASSET, (who.task_id,), {}, None, enqueued_ms,
-                    serializer=job_serializer))
-                pipe.zadd(keys.QUEUE, {job: enqueued_ms})
-            pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"op": "wake"}))
+                self._store_job(pipe, job, who.task_id, enqueued_ms)
+                jobs.append((job, who.owner, Priority.parse(who.priority), enqueued_ms))
+            await self.scheduler.schedule_in(pipe, jobs)
+            pipe.publish(keys.CONTROL_CHANNEL, WAKE)
             replies = await pipe.execute()
-        return [self._events.outcome(reply) is not None for reply in replies[:-1:3]]
+        return [self._events.outcome(reply) is not None for reply in replies[:-2:2]]
 
     async def cancel(self, record: TaskRecord) -> bool:
         """Revoke a task that is not finished; a running child is killed by its worker."""
@@ -171,7 +121,9 @@ class TaskQueue:
         )
         if emitted is None:
             return False
-        await self._redis.zrem(keys.QUEUE, job_id(record.id, record.attempt))
+        job = job_id(record.id, record.attempt)
+        await self.scheduler.unschedule(job, record.owner)
+        await self._redis.zrem(keys.QUEUE, job)
         await self._control({"op": "cancel", "task_id": record.id})
         return True
 
@@ -180,11 +132,12 @@ class TaskQueue:
         attempt = record.attempt + 1
         emitted = await self._events.emit(
             record.identity, Guard.REQUEUE, TaskState.RETRY, attempt=attempt, stage="queued",
-            fields={"error": "", "result": "", "artifacts": "", "started": "", "finished": ""},
+            fields={"error": "", "result": "", "artifacts": "", "started": "", "finished": "",
+                    "retry_at": ""},
         )
         if emitted is None:
             return False
-        await self._enqueue(record.id, attempt)
+        await self._enqueue(record, attempt)
         return True
 
     async def hand_back(self, record: TaskRecord, *, run: str, job: str) -> bool:
@@ -200,13 +153,46 @@ class TaskQueue:
         if emitted is None:
             return False
         await self._forget(job)
-        await self._enqueue(record.id, attempt)
+        await self._enqueue(record, attempt)
+        return True
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before the next attempt after `failures` transient failures in a row:
+        KILN_RETRY_BASE doubled each time up to KILN_RETRY_MAX, less up to half of it at random
+        (so tasks that failed together do not all come back together)."""
+        ceiling = min(self._settings.retry_max,
+                      self._settings.retry_base * 2.0 ** (failures - 1))
+        return float(ceiling * random.uniform(0.5, 1.0))
+
+    async def retry_after_fault(self, record: TaskRecord, *, run: str, job: str,
+                                error: dict[str, str]) -> bool:
+        """The run itself met a transient fault (its child was killed by the system, Redis
+        failed it mid-run): a new attempt after a backoff, counted against KILN_MAX_ATTEMPTS.
+        False when that count is used up (the caller fails the task with `error`) or the run
+        no longer holds the task."""
+        lost = record.lost + 1
+        if lost >= self._settings.max_attempts:
+            return False
+        attempt = record.attempt + 1
+        retry_at = time.time() + self.backoff(lost)
+        emitted = await self._events.emit(
+            record.identity, Guard.RELEASE, TaskState.RETRY, attempt=attempt, run=run,
+            stage="queued", extra={"reason": error["code"], "error": error,
+                                   "retry_at": round(retry_at, 3)},
+            fields={"started": "", "job": "", "lost": str(lost), "retry_at": repr(retry_at),
+                    **NO_OUTCOME},
+        )
+        if emitted is None:
+            return False
+        await self._forget(job)
+        await self._enqueue(record, attempt, due=retry_at)
         return True
 
     async def recover_lost(self, record: TaskRecord) -> TaskState | None:
-        """A run that was lost (its worker died, or its job vanished) gets a new attempt, or,
-        once KILN_MAX_ATTEMPTS runs were lost, fails with `worker_lost`. Returns the state it
-        moved to; None when the guard refused (another process recovered it first)."""
+        """A run that was lost (its worker died, or its job vanished) gets a new attempt after a
+        backoff, or, once KILN_MAX_ATTEMPTS runs were lost, fails with `worker_lost`. Returns
+        the state it moved to; None when the guard refused (another process recovered it
+        first)."""
         lost = record.lost + 1
         if lost >= self._settings.max_attempts:
             error = {"code": WORKER_LOST,
@@ -219,41 +205,50 @@ class TaskQueue:
             )
             return TaskState.FAILURE if emitted is not None else None
         attempt = record.attempt + 1
+        retry_at = time.time() + self.backoff(lost)
         emitted = await self._events.emit(
             record.identity, Guard.REQUEUE, TaskState.RETRY, attempt=attempt, stage="queued",
-            extra={"reason": WORKER_LOST},
-            fields={"started": "", "job": "", "lost": str(lost), **NO_OUTCOME},
+            extra={"reason": WORKER_LOST, "retry_at": round(retry_at, 3)},
+            fields={"started": "", "job": "", "lost": str(lost), "retry_at": repr(retry_at),
+                    **NO_OUTCOME},
         )
         if emitted is None:
             return None
-        await self._enqueue(record.id, attempt)
+        await self._enqueue(record, attempt, due=retry_at)
         return TaskState.RETRY
 
     async def enqueue_again(self, record: TaskRecord) -> bool:
         """Queue the job of a waiting task whose job is gone (an enqueue that never happened);
-        False when arq still holds a job of that id."""
-        return await self._enqueue(record.id, record.attempt)
+        False when its job is still waiting or in arq's queue."""
+        job = job_id(record.id, record.attempt)
+        if await self.scheduler.is_scheduled(job) or \
+                await self._redis.zscore(keys.QUEUE, job) is not None:
+            return False
+        await self._enqueue(record, record.attempt)
+        return True
 
-    async def standing(self, job_ids: Sequence[str]) -> QueueStanding:
-        """Positions of `job_ids` in the queue and the number of ready jobs, in one script;
-        callers bound `job_ids` (each costs two O(log n) lookups)."""
-        now_ms = int(time.time() * 1000)  # arq scores jobs by its client's clock too
-        queued, positions = await self._standing(
-            keys=[keys.QUEUE],
-            args=[str(now_ms), in_progress_key_prefix, str(RUNNING_SCAN), *job_ids],
-        )
-        return QueueStanding(
-            positions={jid: int(p) for jid, p in zip(job_ids, positions, strict=True) if int(p)},
-            queued=int(queued),
-        )
+    async def standing(self, user: str, jobs: Sequence[tuple[str, str]]) -> Standing:
+        """Where `user`'s (job id, kind) pairs stand under the scheduling policy; callers bound
+        how many they ask about."""
+        return await self.scheduler.standing(user, jobs)
 
-    async def _enqueue(self, task_id: str, attempt: int) -> bool:
-        job = await self._redis.enqueue_job(
-            PROCESS_ASSET, task_id, _job_id=job_id(task_id, attempt),
-            _queue_name=keys.QUEUE, _expires=QUEUE_EXPIRY_S,
-        )
-        await self._control({"op": "wake"})
-        return job is not None
+    async def _enqueue(self, record: TaskRecord, attempt: int, *, due: float | None = None) -> None:
+        """Write the attempt's arq job and queue it with the scheduler (after `due`, epoch s)."""
+        job = job_id(record.id, attempt)
+        now_ms = int(time.time() * 1000)
+        due_ms = now_ms if due is None else max(now_ms, int(due * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._store_job(pipe, job, record.id, due_ms)
+            await self.scheduler.schedule_in(
+                pipe, [(job, record.owner, Priority.parse(record.fields.get("priority")), due_ms)])
+            pipe.publish(keys.CONTROL_CHANNEL, WAKE)
+            await pipe.execute()
+
+    @staticmethod
+    def _store_job(pipe: Pipeline, job: str, task_id: str, enqueued_ms: int) -> None:
+        """The arq job as arq's `enqueue_job` writes it (the scheduler puts it in arq's queue)."""
+        pipe.psetex(job_key_prefix + job, QUEUE_EXPIRY_S * 1000, serialize_job(
+            PROCESS_ASSET, (task_id,), {}, None, enqueued_ms, serializer=job_serializer))
 
     async def _forget(self, job: str) -> None:
         """Take a job out of arq's queue for good (its task now runs under another job id)."""
@@ -267,7 +262,8 @@ class TaskQueue:
 
 
 def new_task_identity(
-    *, owner: str, session: str, batch: str, kind: str, filename: str
+    *, owner: str, session: str, batch: str, kind: str, filename: str,
+    priority: Priority = Priority.DEFAULT,
 ) -> TaskIdentity:
     return TaskIdentity(task_id=new_id(), owner=owner, session=session, batch=batch,
-                        kind=kind, filename=filename)
+                        kind=kind, filename=filename, priority=priority.label)

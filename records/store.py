@@ -28,13 +28,13 @@ local found = {}
 if scan < 1 or limit < 1 then return found end
 local ids = redis.call('ZREVRANGE', KEYS[1], 0, scan - 1)
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'owner', 'state', 'attempt')
+  local f = redis.call('HMGET', ARGV[1] .. id, 'owner', 'state', 'attempt', 'kind')
   local queued = false
   for n = 5, #ARGV do
     if f[2] == ARGV[n] then queued = true end
   end
   if f[1] == ARGV[4] and queued then
-    found[#found + 1] = {id, f[3] or '1'}
+    found[#found + 1] = {id, f[3] or '1', f[4] or ''}
     if #found >= limit then break end
   end
 end
@@ -42,7 +42,7 @@ return found
 """
 """The newest queued tasks of an index. KEYS[1]: the index; ARGV: the task key prefix, how many of
 the index's newest ids to look at, how many queued tasks to return at most, the owner, then the
-queued states. Returns {task id, attempt} pairs, newest first."""
+queued states. Returns {task id, attempt, kind} triples, newest first."""
 
 
 def _float(raw: str | None) -> float | None:
@@ -94,7 +94,7 @@ class TaskRecord:
         f = self.fields
         return TaskIdentity(
             task_id=f["id"], owner=f["owner"], session=f["session"], batch=f["batch"],
-            kind=f["kind"], filename=f["filename"],
+            kind=f["kind"], filename=f["filename"], priority=f.get("priority", "default"),
         )
 
     @property
@@ -116,6 +116,7 @@ class QueuedTask:
 
     task_id: str
     attempt: int
+    kind: str
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -193,4 +194,4 @@ class TaskStore:
             args=[keys.TASK_PREFIX, str(scan), str(limit), owner,
                   *sorted(state.value for state in QUEUED_STATES)],
         )
-        return [QueuedTask(_s(tid), int(_s(attempt))) for tid, attempt in rows]
+        return [QueuedTask(_s(tid), int(_s(attempt)), _s(kind)) for tid, attempt, kind in rows]

@@ -9,7 +9,7 @@
     └── ArchiveRejected               archive_rejected
 
 Codes that only the worker assigns (the child cannot raise them about itself):
-`timeout`, `memory_limit`, `parser_crashed`, `worker_lost`, `internal_error`.
+`timeout`, `memory_limit`, `killed`, `parser_crashed`, `worker_lost`, `internal_error`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,15 @@ class ArchiveRejected(TaskError):
 
 TIMEOUT = "timeout"
 MEMORY_LIMIT = "memory_limit"
+KILLED = "killed"
+"""A child killed by the system (SIGKILL from no one of ours: the kernel's OOM killer)."""
 PARSER_CRASHED = "parser_crashed"
 WORKER_LOST = "worker_lost"
 INTERNAL_ERROR = "internal_error"
 CANCELLED = "cancelled"
+
+TRANSIENT = frozenset({WORKER_LOST, KILLED})
+"""Codes of faults outside the file that another attempt may not meet: the worker went away, or
+the system killed the child (the OOM killer answers to every process on the machine). A task
+that fails with one is retried after a backoff, up to KILN_MAX_ATTEMPTS; every other code is the
+file's own doing (`memory_limit`: it outgrew the child's own limit) and final."""

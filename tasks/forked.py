@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection, Pipe
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from tasks.errors import INTERNAL_ERROR, MEMORY_LIMIT, PARSER_CRASHED, TaskError
+from tasks.errors import INTERNAL_ERROR, KILLED, MEMORY_LIMIT, PARSER_CRASHED, TaskError
 from tasks.progress import Progress
 
 Done = TypeVar("Done")
@@ -82,8 +82,8 @@ class Forked(Generic[Done]):
             name = signal.Signals(os.WTERMSIG(self._status)).name
             return TaskError(f"a parser crashed ({name})", code=PARSER_CRASHED)
         if os.WIFSIGNALED(self._status):  # killed by no one of ours: the kernel's OOM killer
-            return TaskError("processing needed more memory than the machine had",
-                             code=MEMORY_LIMIT)
+            return TaskError("processing was killed by the system, most likely for using too "
+                             "much memory", code=KILLED)
         return TaskError("processing failed unexpectedly (its helper exited)", code=INTERNAL_ERROR)
 
 

@@ -34,7 +34,7 @@ from records.queue import NO_OUTCOME
 from records.store import TaskRecord
 from services import Services
 from settings import Settings
-from tasks.errors import TaskError
+from tasks.errors import TRANSIENT, TaskError
 from tasks.progress import Payload
 from worker.coalesce import ProgressCoalescer
 from worker.pool import ChildPool
@@ -70,6 +70,11 @@ class WorkerContext:
     pool: ChildPool
     pipelines: Mapping[str, str] = field(default_factory=lambda: dict(PIPELINES))
     running: dict[str, asyncio.Task[dict[str, Any]]] = field(default_factory=dict)
+    active: int = 0
+    """Jobs this worker is running now (any stage)."""
+    admitted: dict[str, float] = field(default_factory=dict)
+    """Jobs admitted for this worker that it has not started yet (job id -> monotonic time),
+    kept by `worker.runner.StockAdmitter` only."""
 
     def cancel(self, task_id: str) -> bool:
         """Kill the child of a running task (its REVOKED event is already written)."""
@@ -96,7 +101,13 @@ async def process_asset(ctx: dict[str, Any], task_id: str) -> None:
     """The arq job function (registered as records.queue.PROCESS_ASSET); arq types `ctx` as a
     plain dict, JobContext says what it holds."""
     job = cast(JobContext, ctx)
-    await _Run(job["kiln"], task_id, job.get("job_id", "")).execute()
+    kiln, job_id = job["kiln"], job.get("job_id", "")
+    kiln.admitted.pop(job_id, None)
+    kiln.active += 1
+    try:
+        await _Run(kiln, task_id, job_id).execute()
+    finally:
+        kiln.active -= 1
 
 
 class _Run:
@@ -108,8 +119,17 @@ class _Run:
         self.run_id = new_id()
         self.record: TaskRecord | None = None
         self.attempt = 0
+        self.began = time.monotonic()
 
     async def execute(self) -> None:
+        try:
+            await self._execute()
+        finally:
+            if self.record is not None and self.job_id:
+                with contextlib.suppress(RedisError, OSError):  # else its lease lapses
+                    await self.services.queue.scheduler.finished(self.record.owner, self.job_id)
+
+    async def _execute(self) -> None:
         record = await self.services.tasks.get(self.task_id)
         if record is None:
             log.warning("job for unknown task %s dropped", self.task_id)
@@ -201,6 +221,8 @@ class _Run:
             return
         except TaskError as exc:
             await progress.close()
+            if exc.code in TRANSIENT and await self._retry_later(exc.as_dict()):
+                return
             await self._finish(Guard.RUN, TaskState.FAILURE, error=exc.as_dict())
             return
         finally:
@@ -210,6 +232,19 @@ class _Run:
                 await asyncio.to_thread(storage.clear_work, self.task_id)
         await progress.close()
         await self._finish(Guard.RUN, TaskState.SUCCESS, result=result)
+
+    async def _retry_later(self, error: dict[str, str]) -> bool:
+        """A transient fault: the task comes back after a backoff, unless its attempts are used
+        up (False: it fails)."""
+        assert self.record is not None
+        record = await self.services.tasks.get(self.task_id)
+        if record is None or record.run != self.run_id:
+            return True  # no longer ours: whoever holds it decides
+        if not await self.services.queue.retry_after_fault(record, run=self.run_id,
+                                                           job=self.job_id, error=error):
+            return False
+        log.info("task %s: %s, retried after a backoff", self.task_id, error["code"])
+        return True
 
     def _payload(self) -> Payload:
         """What the child needs: where the task's files are, what they are, and the limits."""
@@ -271,6 +306,9 @@ class _Run:
         progress = 1.0 if state is TaskState.SUCCESS else 0.0
         await self._emit_reliably(guard, state, stage=stage, progress=progress,
                                   extra=extra, fields=fields)
+        with contextlib.suppress(RedisError, OSError):  # an estimate: one missed is no loss
+            await self.services.queue.scheduler.record_duration(
+                self.record.fields["kind"] if self.record else "", time.monotonic() - self.began)
 
     def _existing(self, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Only artifacts that are really on disk under a name Kiln serves."""
@@ -316,6 +354,9 @@ class _Run:
             with contextlib.suppress(RedisError, OSError):
                 if self.job_id:
                     await redis.pexpire(in_progress_key_prefix + self.job_id, lease_ms)
+                    if self.record is not None:
+                        await self.services.queue.scheduler.keep_running(
+                            self.record.owner, self.job_id, settings.job_lease)
                 await redis.set(keys.run_lease(self.task_id), self.run_id, px=lease_ms)
                 state = await redis.hget(keys.task(self.task_id), "state")  # type: ignore[misc]
                 if state is not None and state.decode() == TaskState.REVOKED:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.errors import (
     INTERNAL_ERROR,
+    KILLED,
     MEMORY_LIMIT,
     PARSER_CRASHED,
     TIMEOUT,
@@ -370,7 +371,7 @@ def _crash_error(returncode: int) -> TaskError:
     if returncode == -signal.SIGKILL:
         # Not sent by the pool: on Linux that is almost always the kernel's OOM killer.
         message = "processing was killed by the system, most likely for using too much memory"
-        return TaskError(message, code=MEMORY_LIMIT)
+        return TaskError(message, code=KILLED)
     if returncode < 0:
         try:
             cause = signal.Signals(-returncode).name

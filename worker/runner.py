@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from arq.connections import log_redis_info
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from records import keys
+from records.ids import new_id
 from records.queue import PROCESS_ASSET, job_deserializer, job_serializer
+from records.scheduler import Scheduler
 from services import Services
 from settings import Settings
 from worker.jobs import WorkerContext, pipelines_for, process_asset
@@ -39,11 +42,36 @@ pays for them."""
 
 
 class KilnWorker(Worker):
-    """arq's Worker, woken by the control channel instead of polling every half second."""
+    """arq's Worker, woken by the control channel instead of polling every half second, that
+    takes its jobs from the scheduler (`records.scheduler`): each poll admits as many jobs as it
+    has free slots, in the policy's order, and starts them."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, scheduler: Scheduler, lease_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake = asyncio.Event()
+        self._scheduler = scheduler
+        self._lease_s = lease_s
+        self.worker_id = new_id()
+
+    async def _poll_iteration(self) -> None:
+        """Admit jobs for the free slots and start them, then arq's poll (which also starts jobs
+        due again in arq's queue: a run deferred while another run held its task)."""
+        free = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        admission = await self._scheduler.admit(
+            max(0, free), worker=self.worker_id, slots=self.max_jobs,
+            heartbeat_s=self.poll_delay_s * 4 + 5, lease_s=self._lease_s)
+        if admission.jobs:
+            await self.start_jobs([job.encode() for job in admission.jobs])
+            if self.job_counter < self.max_jobs:
+                self._wake.set()  # another worker started one of ours: look again at once
+        await super()._poll_iteration()
+
+    async def idle(self) -> bool:
+        """Nothing is waiting anywhere (the scheduler and arq's queue): a burst may end."""
+        return await self._scheduler.waiting() == 0 and \
+            await self.pool.zcard(self.queue_name) == 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,13 +101,12 @@ class KilnWorker(Worker):
         self.ctx["redis"] = self.pool
         while True:
             _raise_if_cancelled()  # a cancel that redis-py's wait_for lost mid-poll
-            self._wake.clear()
             await self._poll_iteration()
             if self.burst:
                 if 0 <= self.max_burst_jobs <= self._jobs_started():
                     await asyncio.gather(*self.tasks.values())
                     return
-                if await self.pool.zcard(self.queue_name) == 0:
+                if await self.idle():
                     await asyncio.gather(*self.tasks.values())
                     return
             with contextlib.suppress(TimeoutError):
@@ -87,6 +114,7 @@ class KilnWorker(Worker):
                 # and the worker would then poll on after it was told to stop
                 async with asyncio.timeout(self.poll_delay_s):
                     await self._wake.wait()
+            self._wake.clear()
 
     async def stop(self) -> None:
         """Cancel running jobs (their children die; arq requeues them) without closing the pool."""
@@ -126,13 +154,60 @@ def build_worker(services: Services, pool: ChildPool, *, burst: bool = False,
     context = WorkerContext(services=services, pool=pool,
                             pipelines=dict(pipelines or pipelines_for(settings)))
     worker = KilnWorker(**worker_options(settings), redis_pool=services.redis, burst=burst,
-                        handle_signals=False, ctx={"kiln": context})
+                        handle_signals=False, ctx={"kiln": context},
+                        scheduler=services.queue.scheduler, lease_s=settings.job_lease)
     services.hub.on_control(lambda message: handle_control(message, context, worker))
     return worker
 
 
+class StockAdmitter:
+    """Admits jobs for arq's stock Worker (`arq worker_settings.WorkerSettings`), which reads
+    arq's queue only: as many as its slots free, on every wake and every poll delay; arq's own
+    poll then starts them."""
+
+    def __init__(self, context: WorkerContext, settings: Settings) -> None:
+        self._context = context
+        self._settings = settings
+        self._scheduler = context.services.queue.scheduler
+        self._wake = asyncio.Event()
+        self.worker_id = new_id()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def admit_once(self) -> list[str]:
+        settings, context = self._settings, self._context
+        now = time.monotonic()
+        stale = now - 2 * settings.poll_delay - 1  # not started by then: another worker took it
+        for job, when in list(context.admitted.items()):
+            if when < stale:
+                del context.admitted[job]
+        free = settings.worker_concurrency - context.active - len(context.admitted)
+        admission = await self._scheduler.admit(
+            max(0, free), worker=self.worker_id, slots=settings.worker_concurrency,
+            heartbeat_s=settings.poll_delay * 4 + 5, lease_s=settings.job_lease)
+        context.admitted.update(dict.fromkeys(admission.jobs, now))
+        return admission.jobs
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.admit_once()
+            except (RedisError, OSError) as exc:
+                log.debug("admission skipped: %s", type(exc).__name__)
+            _raise_if_cancelled()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.poll_delay):
+                    await self._wake.wait()
+
+
+class _Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
 def handle_control(message: dict[str, Any], context: WorkerContext,
-                   worker: KilnWorker | None = None) -> None:
+                   worker: _Wakeable | None = None) -> None:
     """Act on a control message: wake the worker's poll, or kill a cancelled task's child."""
     op = message.get("op")
     if op == "wake" and worker is not None:

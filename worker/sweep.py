@@ -3,7 +3,7 @@
 Leases and arq's redelivery recover a run whose worker died while its job was still queued. The
 sweep is the backstop for the rest: a task left STARTED or PROGRESS with neither a live lease nor
 its job in the queue (the job was dropped or failed inside arq), and a task waiting in PENDING or
-RETRY whose job never reached the queue (an enqueue lost to an outage). Every worker runs it; a
+RETRY whose job never reached the scheduler (an enqueue lost to an outage). Every worker runs it; a
 lock lets one process sweep per interval, and each change goes through the event guards, so two
 sweepers (or a sweeper and a worker) can never both act on a task.
 """
@@ -28,7 +28,7 @@ BATCH = 500
 """Unfinished tasks looked at per sweep (a ZSCAN step; the cursor carries over)."""
 
 FIND_SCRIPT = """
-local active, queue, cursor_key = KEYS[1], KEYS[2], KEYS[3]
+local active, queue, cursor_key, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, count, now, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local terminal = {SUCCESS = true, FAILURE = true, REVOKED = true}
 local running = {STARTED = true, PROGRESS = true}
@@ -48,13 +48,17 @@ for i = 1, #items, 2 do
     if redis.call('EXISTS', key .. ':lease') == 0 and not queued then
       found[#found + 1] = {id, 'lost'}
     end
-  elseif now - updated > grace and not redis.call('ZSCORE', queue, id .. '-' .. attempt) then
-    found[#found + 1] = {id, 'unqueued'}
+  elseif now - updated > grace then
+    local job = id .. '-' .. attempt
+    if not redis.call('ZSCORE', queue, job) and redis.call('HEXISTS', pending, job) == 0 then
+      found[#found + 1] = {id, 'unqueued'}
+    end
   end
 end
 return found
 """
-"""One step of the sweep. KEYS: the unfinished-task index, arq's queue, the scan cursor. ARGV:
+"""One step of the sweep. KEYS: the unfinished-task index, arq's queue, the scan cursor, the
+scheduler's waiting jobs (`keys.SCHED_PENDING`). ARGV:
 the task key prefix, the scan COUNT, now and the grace (seconds) a waiting task has to reach the
 queue. Returns {task id, 'lost' | 'unqueued'} pairs and drops finished tasks from the index. A
 task's lease is `<task key>:lease` (`keys.run_lease`); a waiting task's job is `<id>-<attempt>`
@@ -89,7 +93,7 @@ class Sweeper:
         if not await redis.set(keys.SWEEP_LOCK, self._token, px=lock_ms, nx=True):
             return report
         found = await self._find(
-            keys=[keys.ACTIVE, keys.QUEUE, keys.SWEEP_CURSOR],
+            keys=[keys.ACTIVE, keys.QUEUE, keys.SWEEP_CURSOR, keys.SCHED_PENDING],
             args=[keys.TASK_PREFIX, str(BATCH), repr(time.time()), repr(self._grace)],
         )
         for raw_id, raw_kind in found:

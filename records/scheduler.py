@@ -1,0 +1,428 @@
+"""Which waiting job starts next: priorities with aging, a weighted fair share between users, and
+an optional cap on each user's running jobs, decided atomically in Redis.
+
+A task's job does not go straight into arq's queue. It waits in its owner's queue
+(`keys.waiting`), scored by its *effective time*: when it became ready, less `aging` seconds per
+priority level (low 0, default 1, high 2). Its level at any instant is `floor((now - e) / aging)`
+clamped to 0..2: a low job that has waited `aging` seconds stands with default jobs just queued,
+and so on up, so nothing starves. With aging off, `aging` is effectively infinite and a job keeps
+its level.
+
+A worker with free slots runs `ADMIT_SCRIPT`, which picks, one slot at a time: the users whose
+most urgent job has the highest level; among them the one with the smallest *pass* (stride
+scheduling: each job started adds 1/weight to its user's pass), so slots go round-robin,
+weighted, and equal passes go to the user whose queue filled first; a user whose queue was empty
+comes in at the pass of the job started last, so their first job is next. Users at
+`KILN_USER_MAX_RUNNING` are skipped. The job picked moves into arq's queue, due now, and the
+worker starts it at once; the user's running set holds it until the run ends or its lease lapses.
+
+Positions (`standing`) project the same rules forward from the current passes and queues.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from records import keys
+
+NO_AGING_S = 1e10
+"""The aging used when KILN_PRIORITY_AGING is 0: longer than any wait, so levels never change."""
+
+USERS_SCAN = 500
+"""Users with waiting work looked at per pick and per position (those waiting longest first);
+beyond this many at once, the share is fair among these and positions leave the rest out."""
+
+DELAYED_BATCH = 100
+"""Jobs whose retry delay has run out moved back to their queues per admission."""
+
+LEVEL_SLACK = 0.02
+"""A job moves up a level this fraction of the aging time early: a job just queued at default
+stands exactly one aging from low, and clocks a few milliseconds apart must not drop it there."""
+
+DURATION_WEIGHT = 0.2
+"""How much each finished run moves the moving average of run times."""
+
+
+class Priority(IntEnum):
+    LOW = 0
+    DEFAULT = 1
+    HIGH = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | None) -> Priority:
+        """A priority by its name; DEFAULT for an empty or unknown one (checked where it enters)."""
+        try:
+            return cls[(value or "default").upper()]
+        except KeyError:
+            return cls.DEFAULT
+
+
+PRIORITY_NAMES = tuple(p.label for p in Priority)
+
+
+_PLACE = """
+local users, passes, vtime, pending, since = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pfx, aging, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function place(job, uid, level, t)
+  local wait = pfx .. uid .. '}:waiting'
+  if redis.call('EXISTS', wait) == 0 then
+    redis.call('HSET', passes, uid, redis.call('GET', vtime) or '0')
+    redis.call('HSET', since, uid, now)
+  end
+  local e = t - level * aging
+  redis.call('ZADD', wait, e, job)
+  redis.call('ZADD', users, 'LT', e, uid)
+end
+"""
+
+SCHEDULE_SCRIPT = _PLACE + """
+local delayed = KEYS[6]
+for i = 4, #ARGV, 4 do
+  local job, uid, level, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  redis.call('HSET', pending, job, uid .. ' ' .. level)
+  if due > now then
+    redis.call('ZADD', delayed, due, job)
+  else
+    place(job, uid, level, due)
+  end
+end
+return 1
+"""
+"""Queue jobs. KEYS: users, passes, vtime, pending, since, delayed. ARGV: the user key prefix, aging
+(ms), now (ms), then (job, user id, level, due ms) for each job; a job due later waits in
+`delayed`."""
+
+ADMIT_SCRIPT = _PLACE + """
+local delayed, queue, workers, capacity = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local count, cap, scan, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
+  tonumber(ARGV[7])
+local worker, slots, heartbeat, user_prefix = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11]
+local slack = tonumber(ARGV[13])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now)) do
+  redis.call('HDEL', capacity, gone)
+end
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+if worker ~= '' then
+  redis.call('ZADD', workers, now + heartbeat, worker)
+  redis.call('HSET', capacity, worker, slots)
+end
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[12])
+for i = 1, #due, 2 do
+  redis.call('ZREM', delayed, due[i])
+  local meta = redis.call('HGET', pending, due[i])
+  if meta then
+    local uid, level = string.match(meta, '^(%S+) (%d)$')
+    place(due[i], uid, tonumber(level), tonumber(due[i + 1]))
+  end
+end
+local running = {}
+local function running_of(uid)
+  if running[uid] == nil then
+    local key = pfx .. uid .. '}:running'
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    running[uid] = redis.call('ZCARD', key)
+  end
+  return running[uid]
+end
+local admitted = {}
+while #admitted < count do
+  local heads = redis.call('ZRANGE', users, 0, scan - 1, 'WITHSCORES')
+  local best, best_level, best_pass, best_since
+  for i = 1, #heads, 2 do
+    local uid, e = heads[i], tonumber(heads[i + 1])
+    if cap <= 0 or running_of(uid) < cap then
+      local level = math.max(0, math.min(2, math.floor((now - e) / aging + slack)))
+      local pass = tonumber(redis.call('HGET', passes, uid) or '0')
+      local came = tonumber(redis.call('HGET', since, uid) or '0')
+      if best == nil or level > best_level or (level == best_level and
+          (pass < best_pass or (pass == best_pass and
+            (came < best_since or (came == best_since and uid < best))))) then
+        best, best_level, best_pass, best_since = uid, level, pass, came
+      end
+    end
+  end
+  if best == nil then break end
+  local wait = pfx .. best .. '}:waiting'
+  local job = redis.call('ZPOPMIN', wait)[1]
+  redis.call('HDEL', pending, job)
+  redis.call('ZADD', queue, now, job)
+  local taken = running_of(best)
+  redis.call('ZADD', pfx .. best .. '}:running', now + grace, job)
+  running[best] = taken + 1
+  local weight = tonumber(redis.call('HGET', user_prefix .. best, 'weight') or '1') or 1
+  if weight <= 0 then weight = 1 end
+  redis.call('SET', vtime, tostring(best_pass))
+  redis.call('HSET', passes, best, tostring(best_pass + 1 / weight))
+  local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', users, best)
+  else
+    redis.call('ZADD', users, head[2], best)
+  end
+  admitted[#admitted + 1] = job
+end
+local total = 0
+for _, n in ipairs(redis.call('HVALS', capacity)) do total = total + tonumber(n) end
+return {admitted, total}
+"""
+"""Admit up to `count` jobs into arq's queue. KEYS: users, passes, vtime, pending, since, delayed,
+arq's queue, workers, capacity. ARGV: the user key prefix, aging (ms), now (ms), count, the per-
+user cap (0: none), `USERS_SCAN`, the admitted job's first lease (ms), this worker's id and slots
+(its heartbeat; '' for none), how long the heartbeat lasts (ms), the user hash prefix (weights),
+`DELAYED_BATCH`, `LEVEL_SLACK`. Returns {job ids admitted, the slots of every live worker}."""
+
+UNSCHEDULE_SCRIPT = """
+local users, pending, delayed, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job, uid = ARGV[1], ARGV[2]
+local removed = redis.call('HDEL', pending, job)
+redis.call('ZREM', delayed, job)
+if redis.call('ZREM', wait, job) == 1 then
+  local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
+  if #head == 0 then redis.call('ZREM', users, uid) else redis.call('ZADD', users, head[2], uid) end
+end
+return removed
+"""
+"""Take a job that has not been admitted out of the scheduler. KEYS: users, pending, delayed, the
+user's waiting set. ARGV: job, user id. Returns 1 when it was waiting or delayed."""
+
+STANDING_SCRIPT = """
+local users, passes, vtime, pending, delayed, queue, capacity, durations, since =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local pfx, scan, b2, b1, uid, progress, user_prefix =
+  ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local others = {}
+local heads = redis.call('ZRANGE', users, 0, scan - 1, 'WITHSCORES')
+for i = 1, #heads, 2 do
+  local v = heads[i]
+  if v ~= uid then
+    local wait = pfx .. v .. '}:waiting'
+    others[#others + 1] = {v, heads[i + 1], redis.call('HGET', passes, v) or '0',
+      redis.call('HGET', user_prefix .. v, 'weight') or '1',
+      redis.call('ZCOUNT', wait, '-inf', b2), redis.call('ZCOUNT', wait, '-inf', b1),
+      redis.call('ZCARD', wait), redis.call('HGET', since, v) or '0'}
+  end
+end
+local wait = pfx .. uid .. '}:waiting'
+local mine = {}
+for n = 8, #ARGV do
+  local job = ARGV[n]
+  local e = redis.call('ZSCORE', wait, job)
+  local rank = e and redis.call('ZRANK', wait, job) or -1
+  local admitted = 0
+  if not e and redis.call('ZSCORE', queue, job) and
+      redis.call('EXISTS', progress .. job) == 0 then admitted = 1 end
+  mine[#mine + 1] = {e or '', rank, admitted, redis.call('ZSCORE', delayed, job) or ''}
+end
+local total = 0
+for _, n in ipairs(redis.call('HVALS', capacity)) do total = total + tonumber(n) end
+return {others, mine, redis.call('HGET', passes, uid) or '0',
+  redis.call('HGET', user_prefix .. uid, 'weight') or '1',
+  redis.call('HLEN', pending) - redis.call('ZCARD', delayed), total,
+  redis.call('HGETALL', durations), redis.call('HGET', since, uid) or '0'}
+"""
+"""What positions are computed from, in one read. KEYS: users, passes, vtime, pending, delayed,
+arq's queue, capacity, durations, since. ARGV: the user key prefix, `USERS_SCAN`, the effective
+times at or below which a job is high (b2) and at least default (b1), the user, arq's in-progress
+key prefix, the user hash prefix, then the user's job ids."""
+
+DURATION_SCRIPT = """
+for _, field in ipairs({ARGV[1], '*'}) do
+  local old = tonumber(redis.call('HGET', KEYS[1], field) or '')
+  local new = tonumber(ARGV[2])
+  if old then new = old + tonumber(ARGV[3]) * (new - old) end
+  redis.call('HSET', KEYS[1], field, tostring(new))
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    jobs: list[str]
+    slots: int
+    """Every live worker's slots added up."""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a user's jobs stand: `positions` (1 = next to start; jobs not waiting are absent),
+    `eta_s` (seconds until each is expected to finish, when run times are known), and `queued`
+    (every user's waiting jobs)."""
+
+    positions: dict[str, int]
+    eta_s: dict[str, float]
+    queued: int
+
+
+@dataclass(frozen=True)
+class _Other:
+    """Another user's standing: pass, weight, waiting jobs by level, and (since, id), which
+    breaks ties between equal passes."""
+
+    tie: tuple[float, str]
+    passes: float
+    weight: float
+    high: int
+    default_or_higher: int
+    total: int
+
+
+class Scheduler:
+    """The scheduler's Redis side, shared by the web process (queueing, positions) and workers
+    (admission, leases, run times)."""
+
+    def __init__(self, redis: Redis, *, aging: float, user_max_running: int) -> None:
+        self._redis = redis
+        self._aging_ms = int((aging if aging > 0 else NO_AGING_S) * 1000)
+        self._cap = user_max_running
+        self._schedule = redis.register_script(SCHEDULE_SCRIPT)
+        self._admit = redis.register_script(ADMIT_SCRIPT)
+        self._unschedule = redis.register_script(UNSCHEDULE_SCRIPT)
+        self._standing = redis.register_script(STANDING_SCRIPT)
+        self._duration = redis.register_script(DURATION_SCRIPT)
+
+    async def schedule_in(self, pipe: Pipeline,
+                          jobs: Sequence[tuple[str, str, Priority, int]]) -> None:
+        """Queue (job id, user id, priority, due ms) entries on a pipeline: each waits in its
+        user's queue, or in the delayed set until it is due."""
+        args = [keys.USER_QUEUE_PREFIX, str(self._aging_ms), str(_now_ms())]
+        for job, user, priority, due in jobs:
+            args += [job, user, str(int(priority)), str(due)]
+        await self._schedule(keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME,
+                                   keys.SCHED_PENDING, keys.SCHED_SINCE, keys.SCHED_DELAYED],
+                             args=args, client=pipe)
+
+    async def admit(self, count: int, *, worker: str = "", slots: int = 0,
+                    heartbeat_s: float = 0.0, lease_s: float = 10.0,
+                    now_ms: int | None = None) -> Admission:
+        """Move up to `count` jobs into arq's queue, in the order the policy gives; `worker` and
+        `slots` renew this worker's heartbeat (it lasts `heartbeat_s`)."""
+        jobs, total = await self._admit(
+            keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME, keys.SCHED_PENDING,
+                  keys.SCHED_SINCE, keys.SCHED_DELAYED, keys.QUEUE, keys.SCHED_WORKERS,
+                  keys.SCHED_CAPACITY],
+            args=[keys.USER_QUEUE_PREFIX, str(self._aging_ms),
+                  str(_now_ms() if now_ms is None else now_ms), str(max(0, count)),
+                  str(self._cap), str(USERS_SCAN), str(int(lease_s * 1000)), worker, str(slots),
+                  str(int(heartbeat_s * 1000)), keys.user(""), str(DELAYED_BATCH),
+                  repr(LEVEL_SLACK)])
+        return Admission([_text(j) for j in jobs], int(total))
+
+    async def unschedule(self, job: str, user: str) -> bool:
+        """Take a job that was not admitted yet out (a cancel); True when it was waiting."""
+        removed = await self._unschedule(
+            keys=[keys.SCHED_USERS, keys.SCHED_PENDING, keys.SCHED_DELAYED, keys.waiting(user)],
+            args=[job, user])
+        return bool(removed)
+
+    async def is_scheduled(self, job: str) -> bool:
+        return bool(await self._redis.hexists(keys.SCHED_PENDING, job))  # type: ignore[misc]
+
+    async def waiting(self) -> int:
+        """Jobs waiting or delayed, over every user."""
+        return int(await self._redis.hlen(keys.SCHED_PENDING))  # type: ignore[misc]
+
+    async def keep_running(self, user: str, job: str, lease_s: float) -> None:
+        """Renew an admitted job's place in its user's running set (its run is alive)."""
+        await self._redis.zadd(keys.running(user), {job: _now_ms() + int(lease_s * 1000)},
+                               xx=True)
+
+    async def finished(self, user: str, job: str) -> None:
+        """A run of an admitted job ended: its slot counts for its user no more."""
+        await self._redis.zrem(keys.running(user), job)
+
+    async def record_duration(self, kind: str, seconds: float) -> None:
+        await self._duration(keys=[keys.DURATIONS],
+                             args=[kind, repr(round(seconds, 3)), repr(DURATION_WEIGHT)])
+
+    async def standing(self, user: str, jobs: Sequence[tuple[str, str]]) -> Standing:
+        """Positions and estimates of `user`'s (job id, kind) pairs; callers bound how many."""
+        now = _now_ms()
+        aging = self._aging_ms
+        (others_raw, mine, own_pass, own_weight, queued, slots, durations,
+         own_since) = await self._standing(
+            keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME, keys.SCHED_PENDING,
+                  keys.SCHED_DELAYED, keys.QUEUE, keys.SCHED_CAPACITY, keys.DURATIONS,
+                  keys.SCHED_SINCE],
+            args=[keys.USER_QUEUE_PREFIX, str(USERS_SCAN),
+                  repr(now - (2 - LEVEL_SLACK) * aging), repr(now - (1 - LEVEL_SLACK) * aging),
+                  user, in_progress_key_prefix, keys.user(""),
+                  *(job for job, _ in jobs)])
+        others = [_Other((float(o[7]), _text(o[0])), float(o[2]), _weight(o[3]), int(o[4]),
+                         int(o[5]), int(o[6])) for o in others_raw]
+        tie = (float(own_since), user)
+        times = _pairs(durations)
+        positions: dict[str, int] = {}
+        eta: dict[str, float] = {}
+        for (job, kind), (score, rank, admitted, _delayed) in zip(jobs, mine, strict=True):
+            if int(admitted):
+                position = 1
+            elif _text(score):
+                level = _level(now, float(_text(score)), aging)
+                at = float(own_pass) + int(rank) / _weight(own_weight)
+                position = 1 + int(rank) + sum(_ahead(other, level, at, tie) for other in others)
+            else:
+                continue
+            positions[job] = position
+            estimate = _estimate(position, int(slots), times, kind)
+            if estimate is not None:
+                eta[job] = estimate
+        return Standing(positions, eta, max(0, int(queued)))
+
+
+def _level(now: int, effective: float, aging: int) -> int:
+    return max(0, min(2, math.floor((now - effective) / aging + LEVEL_SLACK)))
+
+
+def _ahead(other: _Other, level: int, at: float, tie: tuple[float, str]) -> int:
+    """How many of another user's jobs start before one of ours at `level` whose user reaches
+    pass `at` when it is picked: all of theirs at a higher level, and of those at its level, the
+    ones whose pass comes first (a tie goes to the user whose queue filled first)."""
+    higher = (other.default_or_higher, other.high, 0)[level]
+    level_or_higher = (other.total, other.default_or_higher, other.high)[level]
+    turns = (at - other.passes) * other.weight
+    picks = 0 if turns < -1e-9 else math.ceil(turns - 1e-9)
+    if turns >= -1e-9 and abs(turns - round(turns)) < 1e-9 and other.tie < tie:
+        picks += 1
+    return max(higher, min(level_or_higher, picks))
+
+
+def _estimate(position: int, slots: int, times: dict[str, float], kind: str) -> float | None:
+    """Seconds until a job at `position` finishes: the jobs ahead share the slots at the recent
+    run time over every kind, then its own kind's."""
+    every, own = times.get("*"), times.get(kind, times.get("*"))
+    if every is None or own is None or slots < 1:
+        return None
+    return round((position - 1) / slots * every + own, 1)
+
+
+def _pairs(flat: list[bytes]) -> dict[str, float]:
+    return {_text(flat[i]): float(_text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)}
+
+
+def _weight(raw: bytes | str) -> float:
+    try:
+        value = float(_text(raw))
+    except ValueError:
+        return 1.0
+    return value if value > 0 and math.isfinite(value) else 1.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
