@@ -14,6 +14,7 @@ import contextlib
 from typing import Any, cast
 
 from arq.connections import RedisSettings
+from redis.exceptions import RedisError
 
 from redis_server import redis_for, redis_url_of
 from services import open_services
@@ -46,6 +47,15 @@ async def startup(ctx: dict[str, Any]) -> None:
                        ("kiln-admit", admitter.run())):
         stack.push_async_callback(_cancel, asyncio.create_task(work, name=name))
     job["kiln"] = context
+    job["kiln_admitter"] = admitter
+    await admitter.admit_once()  # before arq's first poll: a burst ends on an empty queue
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """The slot of the job ending goes to the next job at once, so arq's queue is never empty
+    while jobs wait (a burst would end)."""
+    with contextlib.suppress(RedisError, OSError):
+        await cast(JobContext, ctx)["kiln_admitter"].admit_once()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -67,6 +77,7 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(redis_url_of(_settings))
     on_startup = startup
     on_shutdown = shutdown
+    on_job_end = job_ended
 
 
 for _name, _value in worker_options(_settings).items():

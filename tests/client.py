@@ -65,14 +65,17 @@ class KilnClient:
         self.http.cookies.clear()  # tests use the Bearer header unless they say otherwise
         return body
 
-    async def upload(self, *files: Path | tuple[str, bytes]) -> httpx.Response:
+    async def upload(self, *files: Path | tuple[str, bytes], form: dict[str, str] | None = None,
+                     params: dict[str, str] | None = None) -> httpx.Response:
+        """POST /api/uploads with these files (and plain `form` fields, query `params`)."""
         parts = []
         for item in files:
             if isinstance(item, Path):
                 parts.append(("file", (item.name, item.read_bytes())))
             else:
                 parts.append(("file", item))
-        return await self.http.post("/api/uploads", files=parts, headers=self.headers)
+        return await self.http.post("/api/uploads", files=parts, data=form, params=params,
+                                    headers=self.headers)
 
     async def get(self, path: str, **kw: Any) -> httpx.Response:
         return await self.http.get(path, headers=self.headers, **kw)

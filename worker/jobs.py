@@ -90,6 +90,7 @@ class JobContext(TypedDict, total=False):
 
     kiln: WorkerContext
     kiln_stack: contextlib.AsyncExitStack  # arq's CLI worker only: what its shutdown closes
+    kiln_admitter: Any  # arq's CLI worker only: its `worker.runner.StockAdmitter`
     redis: ArqRedis
     job_id: str
     job_try: int

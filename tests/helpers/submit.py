@@ -22,9 +22,10 @@ async def submit_stub(services: Services, tmp_path: Path) -> str:
 async def submit_claimed_elsewhere(services: Services, tmp_path: Path, *, run: str,
                                    job: bool = True) -> tuple[str, TaskIdentity]:
     """A stub task that another worker's `run` claimed as attempt 1 (STARTED, its lease held),
-    its arq job still queued as arq keeps it; with `job`, the claim names that job, as a real
-    claim does. The task's id and identity."""
+    its arq job admitted and still queued as arq keeps it; with `job`, the claim names that job,
+    as a real claim does. The task's id and identity."""
     tid = await submit_stub(services, tmp_path)
+    assert (await services.queue.scheduler.admit(1)).jobs == [job_id(tid, 1)]
     record = await services.tasks.get(tid)
     assert record is not None
     assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,

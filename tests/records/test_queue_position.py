@@ -1,4 +1,5 @@
-"""Queue positions: only ready jobs no worker runs are ahead; only the session's own tasks shown."""
+"""Queue positions through the API: only waiting jobs are ahead, under the scheduling policy; only
+the session's own tasks are shown. (The policy's rules: tests/records/test_scheduler.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from arq.constants import in_progress_key_prefix
 
 from records import keys
 from records.queue import job_id
+from records.scheduler import Priority
 from services import Services
 from tests.client import KilnClient, collect
 from tests.conftest import make_settings
@@ -51,6 +53,7 @@ async def _queue(client: KilnClient) -> dict[str, object]:
     response = await client.get("/api/queue")
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
+    assert body.pop("eta_s") == {}  # no run has finished yet: nothing to estimate from
     return body
 
 
@@ -61,7 +64,8 @@ async def test_positions_count_only_waiting_jobs_ahead(queue_only_server: LiveSe
         assert await _queue(alice) == {"positions": {first: 1, second: 2, third: 3}, "queued": 3}
         assert (await alice.get(f"/api/tasks/{second}")).json()["queue_position"] == 2
 
-        # a worker takes the first job as arq does: the job stays queued, marked in progress
+        # a worker admits the first job and starts it as arq does: queued, marked in progress
+        assert (await services.queue.scheduler.admit(1)).jobs == [job_id(first, 1)]
         await services.redis.psetex(in_progress_key_prefix + job_id(first, 1), 60_000, b"1")
         assert await _queue(alice) == {"positions": {second: 1, third: 2}, "queued": 2}
         assert (await alice.get(f"/api/tasks/{first}")).json()["queue_position"] is None
@@ -108,28 +112,24 @@ async def test_a_running_job_stays_in_the_queue_and_is_not_ahead(
         await collect(stream, lambda events: any(
             e.data.get("task_id") == first and e.data.get("state") == "PROGRESS" for e in events))
         await stream.aclose()
-        assert await services.redis.zcard(keys.QUEUE) == 3  # arq keeps the running job queued
+        assert await services.redis.zcard(keys.QUEUE) == 1  # arq keeps the running job queued
         assert await _queue(alice) == {"positions": {second: 1, third: 2}, "queued": 2}
         for tid in (third, second, first):
             assert (await alice.post(f"/api/tasks/{tid}/cancel")).status_code == 202
 
 
-async def test_deferred_and_running_jobs_in_the_script(services: Services) -> None:
-    now = int(time.time() * 1000)
-    await services.redis.zadd(keys.QUEUE, {"a": now - 3000, "b": now - 2000, "c": now + 60_000,
-                                           "d": now - 1000})
-    await services.redis.set(in_progress_key_prefix + "b", b"1", px=60_000)
-    standing = await services.queue.standing(["a", "b", "c", "d", "absent"])
-    assert standing.positions == {"a": 1, "d": 2, "c": 3}  # c is due after a and d
-    assert standing.queued == 2  # a and d: b runs, c is not due yet
-    assert (await services.queue.standing([])).queued == 2
-
-
 async def test_a_deep_queue(services: Services) -> None:
+    """Positions in a queue of 20,000 jobs of one user and 100 of another's are exact, and the
+    fair share puts the other's ahead of most of the deep queue."""
     now = int(time.time() * 1000) - 100_000
-    await services.redis.zadd(keys.QUEUE, {f"job{n:05}": now + n for n in range(20_000)})
-    for n in (0, 3, 7):
-        await services.redis.set(in_progress_key_prefix + f"job{n:05}", b"1", px=60_000)
-    standing = await services.queue.standing(["job00005", "job19999"])
-    assert standing.positions == {"job00005": 4, "job19999": 19_997}
-    assert standing.queued == 19_997
+    scheduler = services.queue.scheduler
+    async with services.redis.pipeline(transaction=False) as pipe:
+        await scheduler.schedule_in(pipe, [(f"a{n:05}", "a", Priority.DEFAULT, now + n)
+                                           for n in range(20_000)])
+        await scheduler.schedule_in(pipe, [(f"b{n:05}", "b", Priority.DEFAULT, now + 30_000 + n)
+                                           for n in range(100)])
+        await pipe.execute()
+    standing = await scheduler.standing("a", [("a00005", "mesh"), ("a19999", "mesh")])
+    assert standing.positions == {"a00005": 11, "a19999": 20_100}  # b's alternate with a's
+    assert standing.queued == 20_100
+    assert (await scheduler.standing("b", [("b00099", "mesh")])).positions == {"b00099": 200}

@@ -4,6 +4,7 @@ per-user cap, delayed retries, and positions that say where a job really stands.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
@@ -19,7 +20,7 @@ def _scheduler(services: Services, *, aging: float = 300.0, cap: int = 0) -> Sch
 
 
 async def _queue(scheduler: Scheduler, redis: Redis,
-                 jobs: list[tuple[str, str, Priority, float]]) -> None:
+                 jobs: Sequence[tuple[str, str, Priority, float]]) -> None:
     """(job, user, priority, seconds it has waited already) entries, in this order."""
     now = int(time.time() * 1000) - len(jobs)
     async with redis.pipeline(transaction=False) as pipe:

@@ -19,7 +19,9 @@ async def test_every_task_of_an_upload_is_created_and_queued_as_arq_writes_jobs(
         services: Services) -> None:
     new = _new(3)
     assert await services.queue.submit_all(new) == [True, True, True]
-    # every job is due at once: arq takes only jobs whose score is not ahead of now
+    assert await services.queue.scheduler.waiting() == 3  # waiting for a worker's admission
+    assert len((await services.queue.scheduler.admit(5)).jobs) == 3
+    # every job admitted is due at once: arq takes only jobs whose score is not ahead of now
     due = await services.redis.zrangebyscore(keys.QUEUE, "-inf", int(time.time() * 1000))
     assert len(due) == 3
     for task in new:
@@ -30,9 +32,9 @@ async def test_every_task_of_an_upload_is_created_and_queued_as_arq_writes_jobs(
     queued = await services.redis.queued_jobs(queue_name=keys.QUEUE)
     assert {(job.function, tuple(job.args), job.job_try is None) for job in queued} == {
         (PROCESS_ASSET, (task.identity.task_id,), True) for task in new}
-    # in the upload's order: in the queue and by creation time
+    # in the upload's order: admitted so, and by creation time
     ids = [job_id(task.identity.task_id, 1).encode() for task in new]
-    assert await services.redis.zrange(keys.QUEUE, 0, -1) == ids
+    assert sorted(await services.redis.zrange(keys.QUEUE, 0, -1)) == sorted(ids)
     records = [await services.tasks.get(task.identity.task_id) for task in new]
     created = [int(record.fields["created_ms"]) for record in records if record is not None]
     assert created == sorted(set(created)) and len(created) == 3

@@ -64,8 +64,9 @@ async def test_a_stopping_worker_hands_its_running_task_back_at_once(
     assert record.state is TaskState.RETRY and record.attempt == 2
     assert record.lost == 0, "a shutdown is not a lost run"
     assert not await services.redis.exists(keys.run_lease(tid)), "the lease outlived the run"
-    queued = [j.decode() for j in await services.redis.zrange(keys.QUEUE, 0, -1)]
-    assert queued == [job_id(tid, 2)], "the next attempt's job, and only it, is queued"
+    assert await services.redis.zcard(keys.QUEUE) == 0, "attempt 1's job outlived its run"
+    waiting = [j.decode() for j in await services.redis.hkeys(keys.SCHED_PENDING)]  # type: ignore[misc]
+    assert waiting == [job_id(tid, 2)], "the next attempt's job, and only it, waits"
     retry = [e for e in await _log(services) if e["state"] == "RETRY"]
     assert [(e["attempt"], e["reason"]) for e in retry] == [(2, "shutdown")]
 
@@ -136,7 +137,7 @@ async def test_the_sweep_requeues_a_running_task_that_has_no_lease_and_no_job(
 async def test_the_sweep_enqueues_a_waiting_task_whose_job_never_reached_the_queue(
         services: Services, tmp_path: Path) -> None:
     tid = await submit_stub(services, tmp_path)
-    await services.redis.zrem(keys.QUEUE, job_id(tid, 1))
+    assert await services.queue.scheduler.unschedule(job_id(tid, 1), "u1")  # as if never sent
     await services.redis.delete(f"arq:job:{job_id(tid, 1)}")
     assert (await Sweeper(services, interval=30, grace=30).sweep()).enqueued == [], \
         "a task that has just been queued gets its grace"

@@ -59,7 +59,8 @@ async def test_an_outage_only_pauses_the_worker() -> None:
 async def test_a_worker_whose_poll_lost_a_cancel_stops_at_its_next_poll(
         services: Services) -> None:
     worker = KilnWorker(**worker_options(services.settings), redis_pool=services.redis,
-                        handle_signals=False, ctx={})
+                        handle_signals=False, ctx={}, scheduler=services.queue.scheduler,
+                        lease_s=services.settings.job_lease)
     lost = 0
     polling = asyncio.Event()
 
