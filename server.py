@@ -15,7 +15,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from api import auth, events, health, tasks, uploads
+from api import auth, batches, events, health, tasks, uploads
 from api.api_only import ApiOnly
 from api.errors import EXCEPTION_HANDLERS
 from api.http_limits import HeadLimitsMiddleware
@@ -53,7 +53,8 @@ def build_app(settings: Settings | None = None, *,
             yield {"kiln": services}
 
     return Starlette(
-        routes=[*auth.routes, *uploads.routes, *tasks.routes, *events.routes, *health.routes,
+        routes=[*auth.routes, *uploads.routes, *tasks.routes, *batches.routes, *events.routes,
+                *health.routes,
                 Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")],
         # RedisUnavailableMiddleware stays first after the headers: it turns a Redis failure in
         # any middleware below it into 503, and authentication runs only for /api paths

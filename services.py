@@ -24,6 +24,7 @@ from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
 from auth.upload_limits import UploadLimits
 from records import keys
+from records.deletion import TaskDeleter
 from records.events import EventWriter
 from records.queue import TaskQueue, job_deserializer, job_serializer
 from records.store import TaskStore
@@ -61,6 +62,7 @@ class Services:
     tasks: TaskStore
     events: EventWriter
     queue: TaskQueue
+    deleter: TaskDeleter
     accounts: Accounts
     tokens: TokenService
     storage: Storage
@@ -194,13 +196,15 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
         storage.prepare()
         events = EventWriter(redis, settings)
         store = TaskStore(redis)
+        queue = TaskQueue(redis, events, settings)
         yield Services(
             settings=settings,
             redis=redis,
             hub=hub,
             tasks=store,
             events=events,
-            queue=TaskQueue(redis, events, settings),
+            queue=queue,
+            deleter=TaskDeleter(redis, settings, queue=queue, tasks=store, storage=storage),
             accounts=Accounts(redis, hasher),
             tokens=TokenService(str(settings.jwt_secret), settings.token_ttl, leeway=5),
             storage=storage,

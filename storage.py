@@ -130,6 +130,10 @@ class Storage:
         shutil.rmtree(self.artifacts_dir(task_id), ignore_errors=True)
         self.clear_work(task_id)
 
+    def remove_task(self, task_id: str) -> None:
+        """Delete everything stored for the task: its files, artifacts and scratch space."""
+        shutil.rmtree(self.task_dir(task_id), ignore_errors=True)
+
     def clear_work(self, task_id: str) -> None:
         shutil.rmtree(self.work_dir(task_id), ignore_errors=True)
 

@@ -97,6 +97,15 @@ async def retry_task(request: Request) -> Response:
     return JSONResponse(await _fresh(request, record), status_code=202)
 
 
+async def delete_task(request: Request) -> Response:
+    """Cancel the task if it has not finished, then remove its record, indexes and files: 204,
+    then 404 for good; the stream gets a `deleted` event."""
+    record = await _owned(request)
+    if not await services(request).deleter.delete_task(record):
+        raise not_found()
+    return Response(status_code=204)
+
+
 async def get_artifact(request: Request) -> Response:
     record = await _owned(request)
     name = request.path_params["name"]
@@ -124,6 +133,7 @@ routes = [
     Route("/api/queue", queue_positions, methods=["GET"]),
     Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/tasks/{task_id}", delete_task, methods=["DELETE"]),
     Route("/api/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
     Route("/api/tasks/{task_id}/retry", retry_task, methods=["POST"]),
     Route("/api/tasks/{task_id}/artifacts/{name}", get_artifact, methods=["GET"]),

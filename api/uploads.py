@@ -142,13 +142,17 @@ async def create_upload(request: Request) -> Response:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
         batch = new_id()
-        new = [NewTask(new_task_identity(owner=signed_in.user.id,
-                                         session=signed_in.claims.session_id, batch=batch,
-                                         kind=group.kind, filename=by_name[group.main].filename,
-                                         priority=priority),
-                       group.format, sum(by_name[name].size for name in group.files),
-                       tuple(group.files))
-               for group in groups]
+        counted: set[str] = set()
+        new = []
+        for group in groups:
+            fresh = [name for name in group.files if name not in counted]
+            counted.update(fresh)
+            new.append(NewTask(
+                new_task_identity(owner=signed_in.user.id, session=signed_in.claims.session_id,
+                                  batch=batch, kind=group.kind,
+                                  filename=by_name[group.main].filename, priority=priority),
+                group.format, sum(by_name[name].size for name in group.files),
+                tuple(group.files), stored=sum(by_name[name].size for name in fresh)))
 
         def adopt_all() -> None:
             for task in new:

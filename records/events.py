@@ -6,6 +6,10 @@ the index of unfinished tasks (`keys.ACTIVE`) that the recovery sweep reads, the
 INCRs the session's and the user's
 sequence, XADDs the event to both capped logs (entry id = sequence), HSETs the snapshot and
 PUBLISHes `<seq> <json>` on both channels, all at once, so log, snapshot and channel never disagree.
+
+It also counts each batch's unfinished tasks (`keys.batch_open`): the terminal event that brings
+the count to zero is followed, in the same script, by one `batch` event with the batch's tasks
+counted by state (Celery's chord callback); a user retry of a finished task opens the batch again.
 """
 
 from __future__ import annotations
@@ -108,11 +112,18 @@ local fields = {'state', state, 'attempt', attempt, 'run', run}
 for i = 12, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', task, unpack(fields))
 if touch then redis.call('EXPIRE', task, task_ttl) end
+local batch_done = false
 if terminal[state] then
   redis.call('ZREM', KEYS[12], tid)
   redis.call('DEL', KEYS[11])
+  batch_done = redis.call('DECR', KEYS[13]) == 0
+  redis.call('EXPIRE', KEYS[13], task_ttl)
 elseif guard == 'create' or guard == 'requeue' or guard == 'release' then
   redis.call('ZADD', KEYS[12], now, tid)
+  if guard == 'create' or terminal[cur_state] then
+    redis.call('INCR', KEYS[13])
+    redis.call('EXPIRE', KEYS[13], task_ttl)
+  end
 end
 if guard == 'create' then
   local score = redis.call('HGET', task, 'created_ms')
@@ -123,8 +134,46 @@ if guard == 'create' then
 end
 redis.call('PUBLISH', KEYS[9], sseq .. ' ' .. event)
 redis.call('PUBLISH', KEYS[10], useq .. ' ' .. event)
+if batch_done then
+  local prefix = string.sub(task, 1, #task - #tid)
+  local counts, total = {}, 0
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+    local s = redis.call('HGET', prefix .. id, 'state')
+    if s then
+      counts[s] = (counts[s] or 0) + 1
+      total = total + 1
+    end
+  end
+  local parts = {}
+  for _, s in ipairs({'SUCCESS', 'FAILURE', 'REVOKED'}) do
+    parts[#parts + 1] = '"' .. s .. '":' .. (counts[s] or 0)
+  end
+  local t = redis.call('TIME')
+  local batch = '{"type":"batch","batch_id":' ..
+    cjson.encode(string.match(KEYS[8], ':batch:([^:]+):tasks$')) .. ',"counts":{' ..
+    table.concat(parts, ',') .. '},"total":' .. total .. ',"ts":' .. t[1] .. '.' ..
+    string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. '}'
+  local bs, bu = redis.call('INCR', KEYS[2]), redis.call('INCR', KEYS[5])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, bs .. '-0', 'e', batch)
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, bu .. '-0', 'e', batch)
+  redis.call('PUBLISH', KEYS[9], bs .. ' ' .. batch)
+  redis.call('PUBLISH', KEYS[10], bu .. ' ' .. batch)
+end
 return {1, sseq, useq}
 """
+
+
+EVENT_TYPES = ("task", "batch", "deleted")
+"""The `type` every logged event starts with (its SSE event name): a task's state or progress, a
+batch whose tasks have all finished, a task deleted."""
+
+
+def event_name(data: str) -> str:
+    """The SSE event name of a logged event: its `type`, which every writer puts first."""
+    if data.startswith('{"type":"task"'):
+        return "task"
+    name = data[9:data.find('"', 9)] if data.startswith('{"type":"') else ""
+    return name if name in EVENT_TYPES else "task"
 
 
 @dataclass(frozen=True)
@@ -243,7 +292,8 @@ class EventWriter:
                 session.seq, session.log, session.tasks,
                 user.seq, user.log, user.tasks,
                 keys.batch_tasks(who.batch),
-                session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE], args
+                session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE,
+                keys.batch_open(who.batch)], args
 
     async def emit_in(self, pipe: Pipeline, prepared: tuple[list[str], list[str]]) -> None:
         """Queue a prepared transition on a pipeline (nothing is sent yet); its reply, from the

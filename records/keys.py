@@ -112,6 +112,11 @@ def batch_tasks(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:tasks"
 
 
+def batch_open(batch_id: str) -> str:
+    """Counter: the batch's tasks not finished yet (`events.EMIT_SCRIPT` keeps it)."""
+    return f"{PREFIX}:batch:{batch_id}:open"
+
+
 class Stream:
     """The names of one event stream: a session's (`s`) or a user's (`u`), which share one shape."""
 

@@ -59,6 +59,9 @@ class NewTask:
     format: str
     size: int
     files: tuple[str, ...]
+    stored: int = 0
+    """Bytes of the upload this task accounts for in its owner's quota (a file that several
+    tasks share counts for the first): given back when the task is deleted."""
 
 
 class TaskQueue:
@@ -101,6 +104,7 @@ class TaskQueue:
                         "format": task.format, "size": str(task.size), "source": task.files[0],
                         "files": json.dumps(list(task.files)), "priority": who.priority,
                         "created": repr(enqueued_ms / 1000), "created_ms": str(enqueued_ms),
+                        "stored": str(task.stored),
                     },
                 ))
                 job = job_id(who.task_id, 1)

@@ -142,6 +142,16 @@ class TaskStore:
             return None
         return TaskRecord({_s(k): _s(v) for k, v in raw.items()})
 
+    async def in_batch(self, batch_id: str, limit: int = 1000) -> list[TaskRecord]:
+        """The batch's tasks (at most `limit`: an upload makes at most KILN_MAX_FILES_PER_UPLOAD),
+        in creation order."""
+        ids = await self._redis.zrange(keys.batch_tasks(batch_id), 0, limit - 1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(keys.task(_s(task_id)))
+            rows = await pipe.execute()
+        return [TaskRecord({_s(k): _s(v) for k, v in row.items()}) for row in rows if row]
+
     async def get_owned(self, task_id: str, user_id: str) -> TaskRecord | None:
         """The task if `user_id` owns it; None for unknown ids and for other users' tasks alike."""
         record = await self.get(task_id)

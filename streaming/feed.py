@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from records import keys
+from records.events import event_name
 from records.store import TaskRecord, TaskStore
 from streaming.hub import RESYNC, Hub
 
@@ -104,7 +105,7 @@ class EventFeed:
                         last = event.id
                 if item is RESYNC or seq <= last:
                     continue
-                yield StreamEvent(seq, "task", data)
+                yield StreamEvent(seq, event_name(data), data)
                 last = seq
 
     async def _snapshot(self, stream: keys.Stream) -> Snapshot:
@@ -127,7 +128,8 @@ class EventFeed:
                 number = int(entry_id.split(b"-")[0])
                 if number != after + 1:
                     return None  # trimmed away: the log no longer holds the whole gap
-                events.append(StreamEvent(number, "task", fields[b"e"].decode()))
+                data = fields[b"e"].decode()
+                events.append(StreamEvent(number, event_name(data), data))
                 after = number
             if after >= seq:
                 return events

@@ -12,9 +12,9 @@ from services import open_services
 from settings import Settings
 from tests.client import KilnClient
 from tests.conftest import make_settings
+from tests.helpers.submit import drain
 from tests.live import ServerFactory
 from tests.users import add_user
-from worker.runner import running_worker
 
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 STEPS = {"mesh": "tests.helpers.pipelines:steps"}
@@ -82,9 +82,8 @@ async def test_workers_take_high_before_default_before_low(
                                        (root, "3.obj", "high"), (pat, "4.obj", "default")):
             response = await client.upload((name, TRIANGLE), form={"priority": priority})
             order.append((name, response.json()["tasks"][0]["task_id"]))
+        await drain(settings, STEPS)
         async with open_services(settings, redis_url) as services:
-            async with running_worker(services, burst=True, pipelines=STEPS) as running:
-                await running.supervisor
             started = []
             for user in ("pat", "root"):
                 for _, fields in await services.redis.xrange(keys.user_stream(USERS[user]).log):

@@ -164,3 +164,16 @@ def share_then_fail(payload: dict[str, Any], progress: Progress) -> dict[str, An
     progress("thumbnail", 1.0)
     share(progress, {"stats": {"faces": 12}, "artifacts": []})
     raise CorruptFile("The file is damaged after all.")
+
+
+def killed_until(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Killed by SIGKILL (as the OOM killer does) while fewer runs than the number in the
+    source's first line have started; then a success. Runs are counted in a file beside the
+    task's files."""
+    count = Path(payload["artifacts_dir"]).parent / "runs"
+    runs = int(count.read_text()) + 1 if count.exists() else 1
+    count.write_text(str(runs))
+    progress("load", 0.5)
+    if runs <= int(Path(payload["source"]).read_text().split()[0]):
+        os.kill(os.getpid(), 9)
+    return {"stats": {"runs": runs}, "artifacts": []}

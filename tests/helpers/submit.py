@@ -6,7 +6,9 @@ from pathlib import Path
 
 from records.events import Guard, TaskIdentity, TaskState
 from records.queue import job_id, new_task_identity
-from services import Services
+from services import Services, open_services
+from settings import Settings
+from worker.runner import running_worker
 
 
 async def submit_stub(services: Services, tmp_path: Path) -> str:
@@ -32,3 +34,10 @@ async def submit_claimed_elsewhere(services: Services, tmp_path: Path, *, run: s
                                       attempt=1, run=run, stage="starting",
                                       fields={"job": job_id(tid, 1)} if job else None)
     return tid, record.identity
+
+
+async def drain(settings: Settings, pipelines: dict[str, str]) -> None:
+    """Run a burst worker with `settings` and these pipelines until nothing is left to run."""
+    async with open_services(settings, settings.redis_url or "") as services, \
+            running_worker(services, burst=True, pipelines=pipelines) as running:
+        await running.supervisor
