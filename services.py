@@ -24,6 +24,7 @@ from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
 from auth.upload_limits import UploadLimits
 from records import keys
+from records.dedup import Dedup
 from records.deletion import TaskDeleter
 from records.events import EventWriter
 from records.queue import TaskQueue, job_deserializer, job_serializer
@@ -63,6 +64,7 @@ class Services:
     events: EventWriter
     queue: TaskQueue
     deleter: TaskDeleter
+    dedup: Dedup
     accounts: Accounts
     tokens: TokenService
     storage: Storage
@@ -205,6 +207,7 @@ async def open_services(settings: Settings, redis_url: str) -> AsyncIterator[Ser
             events=events,
             queue=queue,
             deleter=TaskDeleter(redis, settings, queue=queue, tasks=store, storage=storage),
+            dedup=Dedup(redis, store, settings),
             accounts=Accounts(redis, hasher),
             tokens=TokenService(str(settings.jwt_secret), settings.token_ttl, leeway=5),
             storage=storage,

@@ -130,6 +130,22 @@ class Storage:
         shutil.rmtree(self.artifacts_dir(task_id), ignore_errors=True)
         self.clear_work(task_id)
 
+    def link_artifacts(self, source_task: str, task_id: str, names: list[str]) -> bool:
+        """Give `task_id` the artifacts of `source_task` as hard links (stored once); False, and
+        nothing linked, when one of them is missing or the file system cannot link."""
+        target = self.artifacts_dir(task_id)
+        try:
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for name in names:
+                path = self.artifact(source_task, name)
+                if path is None:
+                    raise FileNotFoundError(name)
+                os.link(path, target / name)
+        except OSError:
+            shutil.rmtree(target, ignore_errors=True)
+            return False
+        return True
+
     def remove_task(self, task_id: str) -> None:
         """Delete everything stored for the task: its files, artifacts and scratch space."""
         shutil.rmtree(self.task_dir(task_id), ignore_errors=True)

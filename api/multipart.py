@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class ReceivedFile:
     path: Path
     filename: str
     size: int
+    digest: Any = field(default_factory=hashlib.sha256, repr=False)
+    """sha256 of the bytes as they were written (content dedup: `records.dedup`)."""
 
 
 @dataclass(eq=False)
@@ -200,8 +203,8 @@ class _Receiver:
                 chunk = b"".join(part.pending)
                 part.pending.clear()
                 part.pending_bytes = 0
-                if chunk and part.file is not None:
-                    await disk_work(small, part.file.write, chunk)
+                if chunk and part.file is not None and part.received is not None:
+                    await disk_work(small, _hash_and_write, part.received, part.file, chunk)
             if done and part.file is not None:
                 await disk_work(small, part.file.close)
                 part.file = None
@@ -214,6 +217,11 @@ class _Receiver:
                 handle.close()
         for received in self.files:
             received.path.unlink(missing_ok=True)
+
+
+def _hash_and_write(received: ReceivedFile, file: IO[bytes], chunk: bytes) -> None:
+    received.digest.update(chunk)
+    file.write(chunk)
 
 
 async def paced(chunks: AsyncIterator[bytes], min_rate: int, grace: float

@@ -4,6 +4,7 @@ companion files, and queue one task per group."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from api.multipart import (
     receive_files,
 )
 from auth.backend import SignedIn
+from records.dedup import content_key
 from records.ids import new_id
 from records.queue import NewTask, new_task_identity
 from records.scheduler import PRIORITY_NAMES, Priority
@@ -142,9 +144,14 @@ async def create_upload(request: Request) -> Response:
             raise _refusal(refused[0], by_name[refused[0].name])
         _check_supported(groups, by_name)
         batch = new_id()
+        digests = [content_key(kind=group.kind, format=group.format,
+                               files=[(name, by_name[name].digest.hexdigest())
+                                      for name in group.files],
+                               signature=kiln.dedup.signature) for group in groups]
+        earlier = await kiln.dedup.find(user, digests)
         counted: set[str] = set()
         new = []
-        for group in groups:
+        for group, digest, reuse in zip(groups, digests, earlier, strict=True):
             fresh = [name for name in group.files if name not in counted]
             counted.update(fresh)
             new.append(NewTask(
@@ -152,18 +159,24 @@ async def create_upload(request: Request) -> Response:
                                   batch=batch, kind=group.kind,
                                   filename=by_name[group.main].filename, priority=priority),
                 group.format, sum(by_name[name].size for name in group.files),
-                tuple(group.files), stored=sum(by_name[name].size for name in fresh)))
+                tuple(group.files), stored=sum(by_name[name].size for name in fresh),
+                digest=digest, reuse=reuse))
 
         def adopt_all() -> None:
-            for task in new:
+            for index, task in enumerate(new):
                 kiln.storage.adopt(task.identity.task_id,
                                    [(name, by_name[name].path) for name in task.files])
+                reuse = task.reuse
+                if reuse is not None and not kiln.storage.link_artifacts(
+                        reuse.id, task.identity.task_id, [a["name"] for a in reuse.artifacts]):
+                    new[index] = replace(task, reuse=None)  # its artifacts are gone: run it
 
         await disk_work(small, adopt_all)  # links, and copies only where links fail
         await kiln.queue.submit_all(new)  # every task and its job in one round trip
         tasks = [{"task_id": task.identity.task_id, "filename": task.identity.filename,
                   "kind": task.identity.kind, "format": task.format, "size": task.size,
-                  "files": list(task.files), "priority": priority.label} for task in new]
+                  "files": list(task.files), "priority": priority.label,
+                  "deduplicated_from": task.reuse.id if task.reuse else None} for task in new]
         reserved = False  # kept: the bytes stay counted
     finally:
         for file in received:

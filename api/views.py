@@ -27,6 +27,7 @@ def task_view(record: TaskRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "priority": f.get("priority", "default"),
         "retry_at": record.number("retry_at"),
+        "deduplicated_from": f.get("deduplicated_from") or None,
         "created": record.number("created"),
         "started": record.number("started"),
         "finished": record.number("finished"),

@@ -61,6 +61,9 @@ class Guard(StrEnum):
     """A lost run of this attempt is given up (FAILURE worker_lost): same attempt, not terminal."""
     REVOKE = "revoke"
     """User cancel: any state that is not terminal."""
+    REUSE = "reuse"
+    """An upload whose content matches a task that succeeded (`records.dedup`): PENDING with the
+    same attempt, straight to SUCCESS."""
     RELEASE = "release"
     """The claiming run hands its task back unfinished (its worker is shutting down): same run
     id, state running, attempt + 1; becomes RETRY and drops the run's lease at once."""
@@ -87,6 +90,8 @@ elseif guard == 'requeue' then
   if queued[cur_state] or attempt ~= cur_attempt + 1 then return {0, cur_state} end
 elseif guard == 'abandon' then
   if terminal[cur_state] or attempt ~= cur_attempt then return {0, cur_state} end
+elseif guard == 'reuse' then
+  if cur_state ~= 'PENDING' or attempt ~= cur_attempt then return {0, cur_state} end
 elseif guard == 'revoke' then
   if terminal[cur_state] then return {0, cur_state} end
 elseif guard == 'release' then

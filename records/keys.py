@@ -107,6 +107,12 @@ def running(user_id: str) -> str:
     return f"{USER_QUEUE_PREFIX}{user_id}}}:running"
 
 
+def dedup(user_id: str, digest: str) -> str:
+    """String with a TTL: the user's task that succeeded on content with this key
+    (`records.dedup`)."""
+    return f"{USER_QUEUE_PREFIX}{user_id}}}:dedup:{digest}"
+
+
 def batch_tasks(batch_id: str) -> str:
     """Sorted set: the tasks of one upload request, by creation time."""
     return f"{PREFIX}:batch:{batch_id}:tasks"

@@ -62,6 +62,11 @@ class NewTask:
     stored: int = 0
     """Bytes of the upload this task accounts for in its owner's quota (a file that several
     tasks share counts for the first): given back when the task is deleted."""
+    digest: str = ""
+    """Its content key (`records.dedup`)."""
+    reuse: TaskRecord | None = None
+    """A task of the same owner and key that succeeded: this one is created finished with its
+    result and artifacts (linked into place by the caller), and no job."""
 
 
 class TaskQueue:
@@ -93,6 +98,8 @@ class TaskQueue:
         first_ms = int(time.time() * 1000) - len(new) + 1
         async with self._redis.pipeline(transaction=False) as pipe:
             jobs = []
+            creations = []  # the index of each task's PENDING reply
+            replies_queued = 0
             for index, task in enumerate(new):
                 enqueued_ms = first_ms + index
                 who = task.identity
@@ -104,16 +111,33 @@ class TaskQueue:
                         "format": task.format, "size": str(task.size), "source": task.files[0],
                         "files": json.dumps(list(task.files)), "priority": who.priority,
                         "created": repr(enqueued_ms / 1000), "created_ms": str(enqueued_ms),
-                        "stored": str(task.stored),
+                        "stored": str(task.stored), "digest": task.digest,
                     },
                 ))
+                creations.append(replies_queued)
+                if task.reuse is not None:
+                    await self._events.emit_in(pipe, self._reused(task, task.reuse))
+                    replies_queued += 2
+                    continue
                 job = job_id(who.task_id, 1)
                 self._store_job(pipe, job, who.task_id, enqueued_ms)
                 jobs.append((job, who.owner, Priority.parse(who.priority), enqueued_ms))
-            await self.scheduler.schedule_in(pipe, jobs)
-            pipe.publish(keys.CONTROL_CHANNEL, WAKE)
+                replies_queued += 2
+            if jobs:
+                await self.scheduler.schedule_in(pipe, jobs)
+                pipe.publish(keys.CONTROL_CHANNEL, WAKE)
             replies = await pipe.execute()
-        return [self._events.outcome(reply) is not None for reply in replies[:-2:2]]
+        return [self._events.outcome(replies[at]) is not None for at in creations]
+
+    def _reused(self, task: NewTask, earlier: TaskRecord) -> tuple[list[str], list[str]]:
+        """The SUCCESS of a task created with the result of an earlier one (`records.dedup`)."""
+        stats, artifacts = earlier.decoded("result") or {}, earlier.artifacts
+        return self._events.prepare(
+            task.identity, Guard.REUSE, TaskState.SUCCESS, attempt=1, stage="done",
+            progress=1.0,
+            extra={"result": stats, "artifacts": artifacts, "deduplicated_from": earlier.id},
+            fields={"result": json.dumps(stats), "artifacts": json.dumps(artifacts),
+                    "finished": repr(time.time()), "deduplicated_from": earlier.id})
 
     async def cancel(self, record: TaskRecord) -> bool:
         """Revoke a task that is not finished; a running child is killed by its worker."""

@@ -307,9 +307,14 @@ class _Run:
         progress = 1.0 if state is TaskState.SUCCESS else 0.0
         await self._emit_reliably(guard, state, stage=stage, progress=progress,
                                   extra=extra, fields=fields)
-        with contextlib.suppress(RedisError, OSError):  # an estimate: one missed is no loss
+        assert self.record is not None
+        task = self.record.fields
+        with contextlib.suppress(RedisError, OSError):  # an estimate, a shortcut: no loss if lost
             await self.services.queue.scheduler.record_duration(
-                self.record.fields["kind"] if self.record else "", time.monotonic() - self.began)
+                task["kind"], time.monotonic() - self.began)
+            if state is TaskState.SUCCESS and task.get("digest"):
+                await self.services.dedup.remember(self.record.owner, task["digest"],
+                                                   self.task_id)
 
     def _existing(self, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Only artifacts that are really on disk under a name Kiln serves."""
