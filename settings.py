@@ -144,6 +144,10 @@ class Settings:
     user_max_running: int = 0
     retry_base: float = 2.0
     retry_max: float = 300.0
+    # cleanup
+    cleanup_every: int = 10
+    cleanup_batch: int = 1000
+    cleanup_age: float = 3600.0
     # sign-in hardening
     login_user_failures: int = 10
     login_address_failures: int = 50
@@ -268,6 +272,9 @@ class Settings:
             user_max_running=_int(env, "KILN_USER_MAX_RUNNING", 0),
             retry_base=_float(env, "KILN_RETRY_BASE", 2.0),
             retry_max=_float(env, "KILN_RETRY_MAX", 300.0),
+            cleanup_every=_int(env, "KILN_CLEANUP_EVERY", 10),
+            cleanup_batch=_int(env, "KILN_CLEANUP_BATCH", 1000, minimum=1),
+            cleanup_age=_float(env, "KILN_CLEANUP_AGE", 3600.0, minimum=60.0),
             login_user_failures=_int(env, "KILN_LOGIN_USER_FAILURES", 10),
             login_address_failures=_int(env, "KILN_LOGIN_ADDRESS_FAILURES", 50),
             login_window=_int(env, "KILN_LOGIN_WINDOW", 900, minimum=1),

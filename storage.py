@@ -153,11 +153,14 @@ class Storage:
     def clear_work(self, task_id: str) -> None:
         shutil.rmtree(self.work_dir(task_id), ignore_errors=True)
 
-    def sweep_incoming(self, older_than: float = 6 * 3600) -> int:
-        """Remove partial uploads a crash left behind (old enough that no process still writes)."""
+    def sweep_incoming(self, older_than: float = 3600, limit: int = 1000) -> int:
+        """Remove partial uploads a crash left behind (old enough that no process still writes),
+        at most `limit`."""
         removed = 0
         cutoff = time.time() - older_than
         for leftover in self.incoming.glob("*.part"):
+            if removed >= limit:
+                break
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < cutoff:
                     leftover.unlink()

@@ -25,7 +25,10 @@ if f[1] ~= owner then return 0 end
 local terminal = {SUCCESS = true, FAILURE = true, REVOKED = true}
 if not terminal[f[2]] then return -1 end
 redis.call('DEL', task, KEYS[11])
-for _, index in ipairs({KEYS[4], KEYS[7], KEYS[8], KEYS[12]}) do redis.call('ZREM', index, tid) end
+for _, index in ipairs({KEYS[4], KEYS[7], KEYS[8], KEYS[12], KEYS[15]}) do
+  redis.call('ZREM', index, tid)
+end
+redis.call('HDEL', KEYS[16], tid)
 if redis.call('EXISTS', KEYS[8]) == 0 then redis.call('DEL', KEYS[13]) end
 local stored = tonumber(f[3] or '0') or 0
 if stored > 0 and redis.call('HINCRBY', KEYS[14], owner, -stored) < 0 then
@@ -41,9 +44,9 @@ return 1
 """
 """Delete one finished task of `owner`. KEYS: as `events.EMIT_SCRIPT`'s (task, the session's and
 the user's seq, log, tasks index, the batch's tasks, both channels, the run lease, the unfinished
-index, the batch's open count), then the usage hash. ARGV: task id, owner, the log's MAXLEN, the
-`deleted` event. Returns 1 when deleted, 0 when there is no such task of `owner`, -1 when it is
-not finished (cancel it first)."""
+index, the batch's open count), then the usage hash, the files index and its stored bytes. ARGV:
+task id, owner, the log's MAXLEN, the `deleted` event. Returns 1 when deleted, 0 when there is no
+such task of `owner`, -1 when it is not finished (cancel it first)."""
 
 
 class TaskDeleter:
@@ -87,5 +90,5 @@ class TaskDeleter:
             keys=[keys.task(who.task_id), session.seq, session.log, session.tasks,
                   user.seq, user.log, user.tasks, keys.batch_tasks(who.batch),
                   session.channel, user.channel, keys.run_lease(who.task_id), keys.ACTIVE,
-                  keys.batch_open(who.batch), keys.USAGE],
+                  keys.batch_open(who.batch), keys.USAGE, keys.FILES, keys.FILES_STORED],
             args=[who.task_id, who.owner, self._maxlen, event]))

@@ -48,6 +48,16 @@ SCHED_CAPACITY = f"{SCHED}:capacity"
 DURATIONS = f"{SCHED}:durations"
 """Hash: task kind (and `*` for every kind) -> recent run time in seconds (a moving average)."""
 
+FILES = f"{PREFIX}:files"
+"""Sorted set: every task with files on disk, by when its record was last seen alive (ms); the
+cleanup (`worker.cleanup`) deletes the files of those whose record has expired."""
+FILES_STORED = f"{PREFIX}:files:stored"
+"""Hash: task id -> "<owner> <bytes>", its share of the owner's quota, given back with its files."""
+CLEANUP_LOCK = f"{PREFIX}:cleanup:lock"
+"""String with a TTL: the process running the cleanup now."""
+CLEANUP_CURSOR = f"{PREFIX}:cleanup:cursor"
+"""String: the last task directory the orphan scan looked at."""
+
 USERNAMES = f"{PREFIX}:usernames"
 """Hash: user name -> user id (names come from people; they never go into a key name)."""
 

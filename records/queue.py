@@ -115,14 +115,16 @@ class TaskQueue:
                     },
                 ))
                 creations.append(replies_queued)
+                pipe.zadd(keys.FILES, {who.task_id: enqueued_ms})
+                pipe.hset(keys.FILES_STORED, who.task_id, f"{who.owner} {task.stored}")
                 if task.reuse is not None:
                     await self._events.emit_in(pipe, self._reused(task, task.reuse))
-                    replies_queued += 2
+                    replies_queued += 4
                     continue
                 job = job_id(who.task_id, 1)
                 self._store_job(pipe, job, who.task_id, enqueued_ms)
                 jobs.append((job, who.owner, Priority.parse(who.priority), enqueued_ms))
-                replies_queued += 2
+                replies_queued += 4
             if jobs:
                 await self.scheduler.schedule_in(pipe, jobs)
                 pipe.publish(keys.CONTROL_CHANNEL, WAKE)

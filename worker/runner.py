@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arq.connections import log_redis_info
+from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -27,6 +28,7 @@ from records.queue import PROCESS_ASSET, job_deserializer, job_serializer
 from records.scheduler import Scheduler
 from services import Services
 from settings import Settings
+from worker.cleanup import cleanup
 from worker.jobs import WorkerContext, pipelines_for, process_asset
 from worker.pool import ChildPool
 from worker.sweep import Sweeper
@@ -34,6 +36,9 @@ from worker.sweep import Sweeper
 log = logging.getLogger("kiln.worker")
 
 WAKE = json.dumps({"op": "wake"})
+
+CLEANUP = "kiln_cleanup"
+"""The arq name of the cleanup cron job (`worker.cleanup`)."""
 
 PRELOAD = ("numpy", "trimesh", "PIL.Image", "tasks.mesh", "tasks.texture", "tasks.material",
            "tasks.render:warm")
@@ -134,8 +139,13 @@ def child_pool(settings: Settings) -> ChildPool:
 def worker_options(settings: Settings) -> dict[str, Any]:
     """The arq Worker options of every Kiln worker: embedded, `kiln worker`, and arq's own CLI
     (`worker_settings.WorkerSettings` is made from them)."""
+    every = settings.cleanup_every
     return {
         "functions": [func(process_asset, name=PROCESS_ASSET, max_tries=1_000_000)],
+        # one run per tick among every worker: arq's unique cron job id (kept an hour so a
+        # worker whose clock lags cannot queue the tick again), and the cleanup's own lock
+        "cron_jobs": [cron(cleanup, name=CLEANUP, minute=set(range(0, 60, every)), second=0,
+                           unique=True, keep_result=3600, timeout=3600)] if every else [],
         "queue_name": keys.QUEUE,
         "max_jobs": settings.worker_concurrency,
         "job_timeout": settings.task_timeout + 60,
