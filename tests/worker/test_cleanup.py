@@ -32,7 +32,7 @@ async def _expire(services: Services, task_id: str) -> None:
 async def test_expired_tasks_lose_their_files_and_give_back_their_quota(
         services: Services, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     gone, kept = [await submit_stub(services, tmp_path) for _ in range(2)]
-    await services.redis.hset(keys.USAGE, "u1", 100)  # type: ignore[misc]
+    await services.redis.hset(keys.USAGE, "u1", "100")  # type: ignore[misc]
     await services.redis.hset(keys.FILES_STORED, gone, "u1 8")  # type: ignore[misc]
     await _expire(services, gone)
     await services.redis.zadd(keys.FILES, {kept: 1})  # old, but its record is alive
