@@ -88,6 +88,8 @@ async def test_workers_take_high_before_default_before_low(
             for user in ("pat", "root"):
                 for _, fields in await services.redis.xrange(keys.user_stream(USERS[user]).log):
                     event = json.loads(fields[b"e"])
+                    if event["type"] != "task":
+                        continue  # the batch events
                     assert event["priority"] in ("low", "default", "high")
                     if event["state"] == "STARTED":
                         started.append((event["ts"], event["filename"]))
