@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -13,7 +14,6 @@ from records import keys
 from records.queue import TaskQueue
 from records.store import TaskRecord, TaskStore
 from settings import Settings
-from storage import Storage
 
 ATTEMPTS = 3
 """Cancel-then-delete rounds before giving up on a task its owner keeps retrying meanwhile."""
@@ -53,12 +53,12 @@ class TaskDeleter:
     """DELETE /api/tasks/{id} and /api/batches/{id}: cancel, then remove record and files."""
 
     def __init__(self, redis: Redis, settings: Settings, *, queue: TaskQueue, tasks: TaskStore,
-                 storage: Storage) -> None:
+                 remove_files: Callable[[str], None]) -> None:
         self._script = redis.register_script(DELETE_SCRIPT)
         self._maxlen = str(settings.event_log_max)
         self._queue = queue
         self._tasks = tasks
-        self._storage = storage
+        self._remove_files = remove_files  # Storage.remove_task (storage sits above records)
 
     async def delete_task(self, record: TaskRecord) -> bool:
         """Cancel the task if it has not finished, then delete its record, indexes and files;
@@ -76,7 +76,7 @@ class TaskDeleter:
         else:
             return False
         if outcome == 1:
-            await asyncio.to_thread(self._storage.remove_task, record.id)
+            await asyncio.to_thread(self._remove_files, record.id)
         return outcome == 1
 
     async def delete(self, record: TaskRecord) -> int:

@@ -35,8 +35,9 @@ QUEUE_EXPIRY_S = 30 * 86400
 
 
 def job_serializer(value: Any) -> bytes:
-    """arq job payloads as JSON, never pickle."""
-    return json.dumps(value, separators=(",", ":")).encode()
+    """arq job payloads (and results) as JSON, never pickle; what JSON cannot hold (the
+    exception of a job arq failed itself) as its repr."""
+    return json.dumps(value, separators=(",", ":"), default=repr).encode()
 
 
 def job_deserializer(raw: bytes) -> Any:

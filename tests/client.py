@@ -105,12 +105,20 @@ async def live_events(client: KilnClient) -> AsyncGenerator[Event, None]:
     return stream
 
 
+NOT_TASKS = ("batch", "deleted")
+"""Stream events about batches and deletions, which `collect` leaves out unless asked."""
+
+
 async def collect(stream: AsyncIterator[Event], until: Callable[[list[Event]], bool],
-                  timeout: float = 30) -> list[Event]:  # noqa: ASYNC109 -- a test's deadline
-    """Read events until `until(events)` holds; fails the test after `timeout` seconds."""
+                  timeout: float = 30,  # noqa: ASYNC109 -- a test's deadline
+                  skip: Sequence[str] = NOT_TASKS) -> list[Event]:
+    """Read events until `until(events)` holds, leaving out those named in `skip`; fails the
+    test after `timeout` seconds."""
     seen: list[Event] = []
     async with asyncio.timeout(timeout):
         async for event in stream:
+            if event.event in skip:
+                continue
             seen.append(event)
             if until(seen):
                 return seen

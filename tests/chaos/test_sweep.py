@@ -30,6 +30,7 @@ async def _strand(processes: Processes, task_id: str) -> None:
                                           attempt=1, run="vanished", stage="starting",
                                           fields={"job": job_id(task_id, 1)})
         await services.redis.delete(keys.run_lease(task_id))
+        await services.queue.scheduler.unschedule(job_id(task_id, 1), record.owner)  # admitted
         await services.redis.zrem(keys.QUEUE, job_id(task_id, 1))
         await services.redis.delete(f"arq:job:{job_id(task_id, 1)}")
 

@@ -36,6 +36,8 @@ async def _runs(services: Services, users: list[str]) -> list[tuple[float, float
         started: dict[str, float] = {}
         for _, fields in await services.redis.xrange(keys.user_stream(user).log):
             event = json.loads(fields[b"e"])
+            if event["type"] != "task":
+                continue  # a batch event
             if event["state"] == "STARTED":
                 started[event["task_id"]] = event["ts"]
             elif event["state"] in ("SUCCESS", "FAILURE"):

@@ -27,7 +27,8 @@ STEPS = {"mesh": "tests.helpers.pipelines:steps"}
 
 async def _log(services: Services) -> list[dict[str, object]]:
     entries = await services.redis.xrange(keys.session_stream("s1").log)
-    return [json.loads(fields[b"e"]) for _, fields in entries]
+    logged = [json.loads(fields[b"e"]) for _, fields in entries]
+    return [event for event in logged if event["type"] == "task"]
 
 
 def _states(log: list[dict[str, object]]) -> list[object]:

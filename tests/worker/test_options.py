@@ -16,7 +16,7 @@ from arq.worker import Worker, create_worker
 from records.queue import PROCESS_ASSET
 from services import open_services
 from settings import Settings
-from worker.runner import build_worker, worker_options
+from worker.runner import CLEANUP, build_worker, worker_options
 
 COMPARED = ("queue_name", "max_jobs", "job_timeout_s", "keep_result_s", "poll_delay_s",
             "job_serializer", "job_deserializer", "health_check_interval")
@@ -51,7 +51,7 @@ async def test_the_enqueued_job_name_is_registered_in_every_worker_build(
         worker_settings: ModuleType) -> None:
     from_cli = create_worker(worker_settings.WorkerSettings)
     assert PROCESS_ASSET in from_cli.functions
-    assert set(from_cli.functions) == {PROCESS_ASSET}
+    assert set(from_cli.functions) == {PROCESS_ASSET, CLEANUP}
 
 
 async def test_the_embedded_and_the_cli_worker_agree(worker_settings: ModuleType,

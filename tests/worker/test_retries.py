@@ -30,7 +30,8 @@ async def _submit(services: Services, tmp_path: Path, content: str) -> str:
 
 async def _events(services: Services) -> list[dict[str, object]]:
     entries = await services.redis.xrange(keys.session_stream("s1").log)
-    return [json.loads(fields[b"e"]) for _, fields in entries]
+    logged = [json.loads(fields[b"e"]) for _, fields in entries]
+    return [event for event in logged if event["type"] == "task"]
 
 
 def _quick(settings: Settings, **changes: object) -> Settings:
