@@ -116,6 +116,20 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_weight(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _services(settings) as services:
+            await services.accounts.set_weight(args.name, args.weight)
+        print(f"{args.name} now weighs {args.weight:g} in the fair share")
+
+    try:
+        asyncio.run(run())
+    except AccountError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="kiln", description="Process 3D and 2D assets in the background; watch them live.")
@@ -138,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="give the user the admin role")
     add.set_defaults(run=cmd_users_add)
+    weight = users.add_parser("weight", help="a user's share of the worker slots (default 1)")
+    weight.add_argument("name")
+    weight.add_argument("weight", type=float)
+    weight.set_defaults(run=cmd_users_weight)
     return root
 
 

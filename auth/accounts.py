@@ -78,6 +78,16 @@ class Accounts:
         )
         return user
 
+    async def set_weight(self, name: str, weight: float) -> None:
+        """The user's share of the worker slots against other users with waiting work
+        (`records.scheduler`; 1 unless set): 2 gets twice the slots of 1."""
+        if not (0 < weight <= 1000):
+            raise AccountError("a weight is a number above 0, up to 1000")
+        user_id = await self._redis.hget(keys.USERNAMES, name)  # type: ignore[misc]
+        if user_id is None:
+            raise AccountError(f"no user named {name!r}")
+        await self._redis.hset(keys.user(_text(user_id)), "weight", repr(weight))  # type: ignore[misc]
+
     async def get(self, user_id: str) -> User | None:
         raw = await self._redis.hmget(keys.user(user_id), USER_FIELDS)  # type: ignore[misc]
         return self.user_from(user_id, raw)

@@ -36,6 +36,34 @@ def test_users_add_reads_the_password_from_stdin(redis_url: str, tmp_path: Path)
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
+def test_users_weight_sets_a_users_share_of_the_slots(redis_url: str, tmp_path: Path) -> None:
+    env = _env(REDIS_URL=redis_url, KILN_DATA_DIR=str(tmp_path / "data"))
+
+    def kiln(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*KILN, "users", *args], input="a long password\n",
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+    assert kiln("add", "dora").returncode == 0
+    done = kiln("weight", "dora", "2.5")
+    assert done.returncode == 0 and "dora now weighs 2.5" in done.stdout, done.stderr
+    assert kiln("weight", "nobody", "2").returncode == 1
+    refused = kiln("weight", "dora", "0")
+    assert refused.returncode == 1 and "above 0" in refused.stderr
+
+    async def weight() -> bytes | None:
+        from redis.asyncio import Redis
+
+        from records import keys
+        client = Redis.from_url(redis_url)
+        try:
+            uid = await client.hget(keys.USERNAMES, "dora")
+            return await client.hget(keys.user(uid.decode()), "weight")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(weight()) == b"2.5"
+
+
 def test_serve_runs_its_own_redis_and_stops_it(tmp_path: Path) -> None:
     port = free_port()
     env = _env(KILN_DATA_DIR=str(tmp_path / "data"), KILN_PORT=str(port), KILN_WORKERS="1")
