@@ -57,7 +57,8 @@ def test_users_weight_sets_a_users_share_of_the_slots(redis_url: str, tmp_path: 
         client = Redis.from_url(redis_url)
         try:
             uid = await client.hget(keys.USERNAMES, "dora")
-            return await client.hget(keys.user(uid.decode()), "weight")
+            value: bytes | None = await client.hget(keys.user(uid.decode()), "weight")
+            return value
         finally:
             await client.aclose()
 
