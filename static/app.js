@@ -72,6 +72,7 @@ const stream = new TaskStream({
     board.applyEvent(event, fetchTask);
     planQueuePoll();
   },
+  onDeleted: (event) => board.applyDeleted(event),
   onState: setConnection,
   refresh: () => session.refresh(),
   onExpired: () => session.expired(),

@@ -283,6 +283,15 @@ export class Board {
     return batch;
   }
 
+  /** A `deleted` event: the task is gone for good. */
+  applyDeleted(event) {
+    const card = this.cards.get(event.task_id);
+    this.evicted.delete(event.task_id);
+    if (!card) return;
+    this.remove(card);
+    this.onChange();
+  }
+
   /** `evicted`: the task still exists, and its batch goes on counting it. */
   remove(card, evicted = false) {
     this.cards.delete(card.task.task_id);

@@ -7,12 +7,13 @@ const MAX_RECONNECT_DELAY_MS = 30000;
 
 export class TaskStream {
   /**
-   * `onSnapshot(snapshot)`, `onTask(event)`: parsed events; `onState(state)`: "connecting",
+   * `onSnapshot(snapshot)`, `onTask(event)`, `onDeleted(event)`: parsed events (a `batch`
+   * event is only noted: the board counts batches itself); `onState(state)`: "connecting",
    * "live", "reconnecting" or "offline"; `refresh()`: the session's refresh (true, false, throws);
    * `onExpired()`: the session is over.
    */
-  constructor({ onSnapshot, onTask, onState, refresh, onExpired }) {
-    Object.assign(this, { onSnapshot, onTask, onState, refresh, onExpired });
+  constructor({ onSnapshot, onTask, onDeleted, onState, refresh, onExpired }) {
+    Object.assign(this, { onSnapshot, onTask, onDeleted, onState, refresh, onExpired });
     this.source = null;
     this.lastEventId = null; // the last event applied: where a new source resumes
     this.delay = 0; // grows while the stream cannot be reopened, back to 0 once it opens
@@ -50,6 +51,15 @@ export class TaskStream {
       if (this.source !== source) return;
       this.lastEventId = event.lastEventId;
       this.onTask(JSON.parse(event.data));
+    });
+    source.addEventListener("deleted", (event) => {
+      if (this.source !== source) return;
+      this.lastEventId = event.lastEventId;
+      this.onDeleted(JSON.parse(event.data));
+    });
+    source.addEventListener("batch", (event) => {
+      if (this.source !== source) return;
+      this.lastEventId = event.lastEventId;
     });
     source.addEventListener("error", () => {
       if (this.source !== source) return;

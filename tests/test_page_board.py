@@ -81,3 +81,27 @@ def test_show_older_brings_back_a_newer_finished_task_evicted_before_an_older_ru
     assert by_name(found)["first.tga"]["state"] == "SUCCESS"
     assert not browser.find_element(By.ID, "older").is_displayed()
     assert page_errors(browser) == []
+
+
+DELETE_TASK = """
+const done = arguments[arguments.length - 1];
+fetch(`/api/tasks/${arguments[0]}`, {method: "DELETE"}).then((r) => done(r.status),
+                                                               (e) => done(String(e)));
+"""
+
+
+def test_a_deleted_task_leaves_the_board_and_its_batch_counts_the_rest(
+        signed_in: WebDriver, tmp_path: Path) -> None:
+    browser = signed_in
+    texture = corpus("Collada/duckCM.tga")
+    drop(browser, [named_copy(tmp_path, texture, f"gone-{n}.tga") for n in range(2)])
+    found = wait_for_cards(browser, lambda cs: len(cs) == 2 and all(
+        c["state"] == "SUCCESS" for c in cs), "both should finish")
+    gone = found[0]["task_id"]
+    assert browser.execute_async_script(DELETE_TASK, gone) == 204
+    left = wait_for_cards(browser, lambda cs: len(cs) == 1, "the deleted card should go")
+    assert left[0]["task_id"] != gone
+    wait(browser).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, ".batch .batch-summary"), "1 of 1 done"))
+    assert [t["task_id"] for t in server_tasks(browser)] == [left[0]["task_id"]]
+    assert page_errors(browser) == []
