@@ -10,9 +10,12 @@ its level.
 
 A worker with free slots runs `ADMIT_SCRIPT`, which picks, one slot at a time: the users whose
 most urgent job has the highest level; among them the one with the smallest *pass* (stride
-scheduling: each job started adds 1/weight to its user's pass), so slots go round-robin,
-weighted, and equal passes go to the user whose queue filled first; a user whose queue was empty
-comes in at the pass of the job started last, so their first job is next. Users at
+scheduling: each job started adds STRIDE/weight to its user's pass), so slots go round-robin,
+weighted, and equal passes go to the user whose queue filled first. A user back from idle (nothing
+waiting, nothing running) comes in just below the smallest pass of the users waiting, so their
+first job is next (beside it, and after, when that user has had no slot yet: first come, first
+served), but never below their own pass: whoever just had more than their share keeps that debt.
+A user with jobs running keeps their pass when their queue refills. Users at
 `KILN_USER_MAX_RUNNING` are skipped. The job picked moves into arq's queue, due now, and the
 worker starts it at once; the user's running set holds it until the run ends or its lease lapses.
 
@@ -47,6 +50,10 @@ LEVEL_SLACK = 0.02
 """A job moves up a level this fraction of the aging time early: a job just queued at default
 stands exactly one aging from low, and clocks a few milliseconds apart must not drop it there."""
 
+STRIDE = 1_000_000
+"""What a job started adds to its user's pass at weight 1 (STRIDE / weight at other weights,
+rounded: passes stay integers, so equal shares compare exactly)."""
+
 DURATION_WEIGHT = 0.2
 """How much each finished run moves the moving average of run times."""
 
@@ -73,13 +80,29 @@ PRIORITY_NAMES = tuple(p.label for p in Priority)
 
 
 _PLACE = """
-local users, passes, vtime, pending, since = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local users, passes, vtime, pending, since, backlog, joined =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local pfx, aging, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function place(job, uid, level, t)
   local wait = pfx .. uid .. '}:waiting'
   if redis.call('EXISTS', wait) == 0 then
-    redis.call('HSET', passes, uid, redis.call('GET', vtime) or '0')
-    redis.call('HSET', since, uid, now)
+    local pass = tonumber(redis.call('HGET', passes, uid) or '')
+    if pass == nil or redis.call('ZCOUNT', pfx .. uid .. '}:running', now, '+inf') == 0 then
+      -- back from idle: just ahead of the smallest pass of the users waiting when that user has
+      -- had a slot since it came (else beside it, after it), at the pass of the job started last
+      -- when nobody waits; or at its own pass when that is further: a debt is kept, not a credit
+      local low = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
+      local floor = tonumber(redis.call('GET', vtime) or '0')
+      if low[1] then
+        floor = tonumber(low[2])
+        if tonumber(redis.call('HGET', joined, low[1]) or '') ~= floor then floor = floor - 1 end
+      end
+      if pass == nil or pass < floor then pass = floor end
+      redis.call('HSET', passes, uid, string.format('%.0f', pass))
+      redis.call('HSET', joined, uid, string.format('%.0f', pass))
+      redis.call('HSET', since, uid, string.format('%.0f', now))
+    end
+    redis.call('ZADD', backlog, pass, uid)
   end
   local e = t - level * aging
   redis.call('ZADD', wait, e, job)
@@ -88,7 +111,7 @@ end
 """
 
 SCHEDULE_SCRIPT = _PLACE + """
-local delayed = KEYS[6]
+local delayed = KEYS[8]
 for i = 4, #ARGV, 4 do
   local job, uid, level, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   redis.call('HSET', pending, job, uid .. ' ' .. level)
@@ -100,16 +123,16 @@ for i = 4, #ARGV, 4 do
 end
 return 1
 """
-"""Queue jobs. KEYS: users, passes, vtime, pending, since, delayed. ARGV: the user key prefix, aging
-(ms), now (ms), then (job, user id, level, due ms) for each job; a job due later waits in
-`delayed`."""
+"""Queue jobs. KEYS: users, passes, vtime, pending, since, backlog, joined, delayed. ARGV: the
+user key prefix, aging (ms), now (ms), then (job, user id, level, due ms) for each job; a job due
+later waits in `delayed`."""
 
 ADMIT_SCRIPT = _PLACE + """
-local delayed, queue, workers, capacity = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local delayed, queue, workers, capacity = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local count, cap, scan, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7])
 local worker, slots, heartbeat, user_prefix = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11]
-local slack = tonumber(ARGV[13])
+local slack, stride = tonumber(ARGV[13]), tonumber(ARGV[14])
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now)) do
   redis.call('HDEL', capacity, gone)
 end
@@ -163,13 +186,16 @@ while #admitted < count do
   running[best] = taken + 1
   local weight = tonumber(redis.call('HGET', user_prefix .. best, 'weight') or '1') or 1
   if weight <= 0 then weight = 1 end
-  redis.call('SET', vtime, tostring(best_pass))
-  redis.call('HSET', passes, best, tostring(best_pass + 1 / weight))
+  local after = string.format('%.0f', best_pass + math.max(1, math.floor(stride / weight + 0.5)))
+  redis.call('SET', vtime, string.format('%.0f', best_pass))
+  redis.call('HSET', passes, best, after)
   local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
   if #head == 0 then
     redis.call('ZREM', users, best)
+    redis.call('ZREM', backlog, best)
   else
     redis.call('ZADD', users, head[2], best)
+    redis.call('ZADD', backlog, after, best)
   end
   admitted[#admitted + 1] = job
 end
@@ -184,18 +210,23 @@ user cap (0: none), `USERS_SCAN`, the admitted job's first lease (ms), this work
 `DELAYED_BATCH`, `LEVEL_SLACK`. Returns {job ids admitted, the slots of every live worker}."""
 
 UNSCHEDULE_SCRIPT = """
-local users, pending, delayed, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local users, pending, delayed, wait, backlog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job, uid = ARGV[1], ARGV[2]
 local removed = redis.call('HDEL', pending, job)
 redis.call('ZREM', delayed, job)
 if redis.call('ZREM', wait, job) == 1 then
   local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
-  if #head == 0 then redis.call('ZREM', users, uid) else redis.call('ZADD', users, head[2], uid) end
+  if #head == 0 then
+    redis.call('ZREM', users, uid)
+    redis.call('ZREM', backlog, uid)
+  else
+    redis.call('ZADD', users, head[2], uid)
+  end
 end
 return removed
 """
 """Take a job that has not been admitted out of the scheduler. KEYS: users, pending, delayed, the
-user's waiting set. ARGV: job, user id. Returns 1 when it was waiting or delayed."""
+user's waiting set, backlog. ARGV: job, user id. Returns 1 when it was waiting or delayed."""
 
 STANDING_SCRIPT = """
 local users, passes, vtime, pending, delayed, queue, capacity, durations, since =
@@ -268,12 +299,12 @@ class Standing:
 
 @dataclass(frozen=True)
 class _Other:
-    """Another user's standing: pass, weight, waiting jobs by level, and (since, id), which
+    """Another user's standing: pass, stride, waiting jobs by level, and (since, id), which
     breaks ties between equal passes."""
 
-    tie: tuple[float, str]
-    passes: float
-    weight: float
+    tie: tuple[int, str]
+    passes: int
+    stride: int
     high: int
     default_or_higher: int
     total: int
@@ -301,7 +332,8 @@ class Scheduler:
         for job, user, priority, due in jobs:
             args += [job, user, str(int(priority)), str(due)]
         await self._schedule(keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME,
-                                   keys.SCHED_PENDING, keys.SCHED_SINCE, keys.SCHED_DELAYED],
+                                   keys.SCHED_PENDING, keys.SCHED_SINCE, keys.SCHED_BACKLOG,
+                                   keys.SCHED_JOINED, keys.SCHED_DELAYED],
                              args=args, client=pipe)
 
     async def admit(self, count: int, *, worker: str = "", slots: int = 0,
@@ -311,19 +343,21 @@ class Scheduler:
         `slots` renew this worker's heartbeat (it lasts `heartbeat_s`)."""
         jobs, total = await self._admit(
             keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME, keys.SCHED_PENDING,
-                  keys.SCHED_SINCE, keys.SCHED_DELAYED, keys.QUEUE, keys.SCHED_WORKERS,
+                  keys.SCHED_SINCE, keys.SCHED_BACKLOG, keys.SCHED_JOINED, keys.SCHED_DELAYED,
+                  keys.QUEUE, keys.SCHED_WORKERS,
                   keys.SCHED_CAPACITY],
             args=[keys.USER_QUEUE_PREFIX, str(self._aging_ms),
                   str(_now_ms() if now_ms is None else now_ms), str(max(0, count)),
                   str(self._cap), str(USERS_SCAN), str(int(lease_s * 1000)), worker, str(slots),
                   str(int(heartbeat_s * 1000)), keys.user(""), str(DELAYED_BATCH),
-                  repr(LEVEL_SLACK)])
+                  repr(LEVEL_SLACK), str(STRIDE)])
         return Admission([_text(j) for j in jobs], int(total))
 
     async def unschedule(self, job: str, user: str) -> bool:
         """Take a job that was not admitted yet out (a cancel); True when it was waiting."""
         removed = await self._unschedule(
-            keys=[keys.SCHED_USERS, keys.SCHED_PENDING, keys.SCHED_DELAYED, keys.waiting(user)],
+            keys=[keys.SCHED_USERS, keys.SCHED_PENDING, keys.SCHED_DELAYED, keys.waiting(user),
+                  keys.SCHED_BACKLOG],
             args=[job, user])
         return bool(removed)
 
@@ -360,9 +394,9 @@ class Scheduler:
                   repr(now - (2 - LEVEL_SLACK) * aging), repr(now - (1 - LEVEL_SLACK) * aging),
                   user, in_progress_key_prefix, keys.user(""),
                   *(job for job, _ in jobs)])
-        others = [_Other((float(o[7]), _text(o[0])), float(o[2]), _weight(o[3]), int(o[4]),
+        others = [_Other((int(o[7]), _text(o[0])), int(o[2]), _stride(o[3]), int(o[4]),
                          int(o[5]), int(o[6])) for o in others_raw]
-        tie = (float(own_since), user)
+        tie = (int(own_since), user)
         times = _pairs(durations)
         positions: dict[str, int] = {}
         eta: dict[str, float] = {}
@@ -371,7 +405,7 @@ class Scheduler:
                 position = 1
             elif _text(score):
                 level = _level(now, float(_text(score)), aging)
-                at = float(own_pass) + int(rank) / _weight(own_weight)
+                at = int(own_pass) + int(rank) * _stride(own_weight)
                 position = 1 + int(rank) + sum(_ahead(other, level, at, tie) for other in others)
             else:
                 continue
@@ -386,16 +420,16 @@ def _level(now: int, effective: float, aging: int) -> int:
     return max(0, min(2, math.floor((now - effective) / aging + LEVEL_SLACK)))
 
 
-def _ahead(other: _Other, level: int, at: float, tie: tuple[float, str]) -> int:
+def _ahead(other: _Other, level: int, at: int, tie: tuple[int, str]) -> int:
     """How many of another user's jobs start before one of ours at `level` whose user reaches
     pass `at` when it is picked: all of theirs at a higher level, and of those at its level, the
-    ones whose pass comes first (a tie goes to the user whose queue filled first)."""
+    ones whose pass comes first (an equal pass goes to the user who came first)."""
     higher = (other.default_or_higher, other.high, 0)[level]
     level_or_higher = (other.total, other.default_or_higher, other.high)[level]
-    turns = (at - other.passes) * other.weight
-    picks = 0 if turns < -1e-9 else math.ceil(turns - 1e-9)
-    if turns >= -1e-9 and abs(turns - round(turns)) < 1e-9 and other.tie < tie:
-        picks += 1
+    picks = 0
+    if at >= other.passes:
+        turns, rest = divmod(at - other.passes, other.stride)
+        picks = turns + (1 if rest or other.tie < tie else 0)
     return max(higher, min(level_or_higher, picks))
 
 
@@ -412,12 +446,15 @@ def _pairs(flat: list[bytes]) -> dict[str, float]:
     return {_text(flat[i]): float(_text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)}
 
 
-def _weight(raw: bytes | str) -> float:
+def _stride(raw_weight: bytes | str) -> int:
+    """What a job adds to the pass of a user of this weight (as `ADMIT_SCRIPT` counts it)."""
     try:
-        value = float(_text(raw))
+        weight = float(_text(raw_weight))
     except ValueError:
-        return 1.0
-    return value if value > 0 and math.isfinite(value) else 1.0
+        weight = 1.0
+    if not (weight > 0 and math.isfinite(weight)):
+        weight = 1.0
+    return max(1, math.floor(STRIDE / weight + 0.5))
 
 
 def _now_ms() -> int:

@@ -157,3 +157,33 @@ async def test_a_cancelled_job_leaves_the_queue(services: Services) -> None:
     assert not await scheduler.unschedule("a-0", "a")
     assert await _order(scheduler) == ["a-1"]
     assert await services.redis.zcard(keys.SCHED_USERS) == 0
+
+
+async def test_a_user_sending_one_file_at_a_time_shares_with_a_backlog(
+        services: Services) -> None:
+    """Each refill, whether the last job still runs or has ended, comes back at no better a pass
+    than the user had: the two alternate instead of the one-at-a-time user taking every slot."""
+    scheduler = _scheduler(services)
+    await _queue(scheduler, services.redis, [(f"a-{n}", "a", P.DEFAULT, 0) for n in range(8)])
+    await _queue(scheduler, services.redis, [("s-0", "s", P.DEFAULT, 0)])
+    order = []
+    for n in range(1, 9):
+        (job,) = (await scheduler.admit(1)).jobs
+        order.append(job)
+        if job.startswith("s-"):
+            if n % 2:  # sometimes its last run has ended when the next file comes
+                await scheduler.finished("s", job)
+            await _queue(scheduler, services.redis, [(f"s-{n}", "s", P.DEFAULT, 0)])
+    users = [job[0] for job in order]
+    assert users.count("a") == 4 and users.count("s") == 4, order
+    assert all(users[i] != users[i + 1] for i in range(len(users) - 1)), order
+
+
+async def test_a_newcomer_is_next_after_a_backlog_that_has_had_its_slots(
+        services: Services) -> None:
+    scheduler = _scheduler(services)
+    await _queue(scheduler, services.redis, [(f"a-{n}", "a", P.DEFAULT, 0) for n in range(10)])
+    await _queue(scheduler, services.redis, [(f"root-{n}", "root", P.HIGH, 0) for n in range(3)])
+    assert (await scheduler.admit(4)).jobs == ["root-0", "root-1", "root-2", "a-0"]
+    await _queue(scheduler, services.redis, [("b-0", "b", P.DEFAULT, 0)])
+    assert (await scheduler.admit(1)).jobs == ["b-0"]  # not behind root's high passes
