@@ -131,10 +131,10 @@ async def create_upload(request: Request) -> Response:
     total = sum(file.size for file in received)
     reserved = False
     try:
+        await kiln.uploads.received(user, total)  # counted, whatever is refused below
         if "priority" in form:
             asked = _asked_priority(form["priority"], signed_in)
         priority = _priority(asked, total, kiln.settings.low_priority_bytes)
-        await kiln.uploads.received(user, total)
         if await kiln.uploads.reserve(user, total) is None:
             raise _over_quota(quota)
         reserved = True
@@ -160,7 +160,7 @@ async def create_upload(request: Request) -> Response:
                                   filename=by_name[group.main].filename, priority=priority),
                 group.format, sum(by_name[name].size for name in group.files),
                 tuple(group.files), stored=sum(by_name[name].size for name in fresh),
-                digest=digest, reuse=reuse))
+                digest=digest, signature=kiln.dedup.signature_id, reuse=reuse))
 
         def adopt_all() -> None:
             for index, task in enumerate(new):

@@ -43,6 +43,9 @@ class Dedup:
         self._tasks = tasks
         self._ttl = settings.task_ttl
         self.signature = pipeline_signature(settings)
+        self.signature_id = hashlib.sha256(self.signature.encode()).hexdigest()[:16]
+        """Recorded on each task: a worker whose own settings differ from the web process's
+        does not remember its result under the key the web process made."""
 
     async def find(self, user: str, digests: Sequence[str]) -> list[TaskRecord | None]:
         """For each key, the user's task that succeeded with it, if it is still there."""

@@ -65,6 +65,9 @@ class NewTask:
     tasks share counts for the first): given back when the task is deleted."""
     digest: str = ""
     """Its content key (`records.dedup`)."""
+    signature: str = ""
+    """The short id of the pipeline settings the key was made with (`Dedup.signature_id`): a
+    worker remembers a success under the key only when its own settings have the same."""
     reuse: TaskRecord | None = None
     """A task of the same owner and key that succeeded: this one is created finished with its
     result and artifacts (linked into place by the caller), and no job."""
@@ -89,18 +92,19 @@ class TaskQueue:
 
     async def submit_all(self, new: Sequence[NewTask]) -> list[bool]:
         """`submit` for every task of an upload, in one round trip: each task's PENDING event
-        (the emit script, atomic per task), then its arq job (as arq's `enqueue_job` writes it:
-        the serialised job with its expiry, and its place in the queue), then one wake for the
-        workers. True for each task created (its id is new: always, but for a bug)."""
+        (the emit script, atomic per task), its files' entry and its arq job (as arq's
+        `enqueue_job` writes it: the serialised job with its expiry); then the SUCCESS of every
+        task that reuses an earlier result (after every PENDING: the batch's count of open tasks
+        must not reach zero before its last task exists); then every job queued with the
+        scheduler and one wake for the workers. True for each task created (its id is new:
+        always, but for a bug)."""
         if not new:
             return []
         # a millisecond apart, the last one now: lists, pages and the queue keep the upload's
-        # order, and every job is due at once (arq takes only jobs whose score is not ahead)
+        # order, and every job is due at once
         first_ms = int(time.time() * 1000) - len(new) + 1
         async with self._redis.pipeline(transaction=False) as pipe:
             jobs = []
-            creations = []  # the index of each task's PENDING reply
-            replies_queued = 0
             for index, task in enumerate(new):
                 enqueued_ms = first_ms + index
                 who = task.identity
@@ -113,24 +117,26 @@ class TaskQueue:
                         "files": json.dumps(list(task.files)), "priority": who.priority,
                         "created": repr(enqueued_ms / 1000), "created_ms": str(enqueued_ms),
                         "stored": str(task.stored), "digest": task.digest,
+                        "signature": task.signature,
                     },
                 ))
-                creations.append(replies_queued)
                 pipe.zadd(keys.FILES, {who.task_id: enqueued_ms})
                 pipe.hset(keys.FILES_STORED, who.task_id, f"{who.owner} {task.stored}")
+                job = job_id(who.task_id, 1)
+                if task.reuse is None:
+                    self._store_job(pipe, job, who.task_id, enqueued_ms)
+                    jobs.append((job, who.owner, Priority.parse(who.priority), enqueued_ms))
+                else:
+                    pipe.exists(job_key_prefix + job)  # keeps four replies a task
+            for task in new:
                 if task.reuse is not None:
                     await self._events.emit_in(pipe, self._reused(task, task.reuse))
-                    replies_queued += 4
-                    continue
-                job = job_id(who.task_id, 1)
-                self._store_job(pipe, job, who.task_id, enqueued_ms)
-                jobs.append((job, who.owner, Priority.parse(who.priority), enqueued_ms))
-                replies_queued += 4
             if jobs:
                 await self.scheduler.schedule_in(pipe, jobs)
                 pipe.publish(keys.CONTROL_CHANNEL, WAKE)
             replies = await pipe.execute()
-        return [self._events.outcome(replies[at]) is not None for at in creations]
+        return [self._events.outcome(replies[4 * index]) is not None
+                for index in range(len(new))]
 
     def _reused(self, task: NewTask, earlier: TaskRecord) -> tuple[list[str], list[str]]:
         """The SUCCESS of a task created with the result of an earlier one (`records.dedup`)."""

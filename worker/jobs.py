@@ -312,9 +312,10 @@ class _Run:
         with contextlib.suppress(RedisError, OSError):  # an estimate, a shortcut: no loss if lost
             await self.services.queue.scheduler.record_duration(
                 task["kind"], time.monotonic() - self.began)
-            if state is TaskState.SUCCESS and task.get("digest"):
-                await self.services.dedup.remember(self.record.owner, task["digest"],
-                                                   self.task_id)
+            dedup = self.services.dedup
+            if state is TaskState.SUCCESS and task.get("digest") and \
+                    task.get("signature") == dedup.signature_id:
+                await dedup.remember(self.record.owner, task["digest"], self.task_id)
 
     def _existing(self, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Only artifacts that are really on disk under a name Kiln serves."""

@@ -79,3 +79,33 @@ async def test_other_output_settings_run_again(
     async with KilnClient(other) as again:
         await again.login("ada", "correct horse battery")
         assert (await again.upload(BOX)).json()["tasks"][0]["deduplicated_from"] is None
+
+
+async def test_a_reused_task_in_a_batch_sends_one_batch_event_at_the_batchs_end(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
+    url = live_server_factory(settings).url
+    async with await _client(url, redis_url, "ada") as ada:
+        await ada.upload(BOX)
+        await drain(settings, {})
+        upload = (await ada.upload(BOX, ("other.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
+                  ).json()
+        assert [t["deduplicated_from"] is not None for t in upload["tasks"]] == [True, False]
+        assert not (await ada.get(f"/api/batches/{upload['batch_id']}")).json()["done"]
+        await drain(settings, {})
+        events = await collect(ada.events(last_event_id=0), lambda seen: any(
+            e.event == "batch" and e.data["batch_id"] == upload["batch_id"] for e in seen),
+            skip=())
+        ends = [e for e in events if e.event == "batch"]
+        assert [e.data["batch_id"] for e in ends][-1] == upload["batch_id"]
+        assert [e.data["total"] for e in ends] == [1, 2]  # the first upload's, then this one's
+
+
+async def test_a_worker_with_other_settings_does_not_offer_its_result(
+        redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
+    settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
+    url = live_server_factory(settings).url
+    async with await _client(url, redis_url, "ada") as ada:
+        await ada.upload(BOX)
+        await drain(settings.with_(thumbnail_size=128), {})  # not what the web process keys
+        assert (await ada.upload(BOX)).json()["tasks"][0]["deduplicated_from"] is None
