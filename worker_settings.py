@@ -51,11 +51,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     await admitter.admit_once()  # before arq's first poll: a burst ends on an empty queue
 
 
+async def job_started(ctx: dict[str, Any]) -> None:
+    cast(JobContext, ctx)["kiln"].arq_jobs += 1
+
+
 async def job_ended(ctx: dict[str, Any]) -> None:
     """The slot of the job ending goes to the next job at once, so arq's queue is never empty
     while jobs wait (a burst would end)."""
+    job = cast(JobContext, ctx)
+    job["kiln"].arq_jobs -= 1
     with contextlib.suppress(RedisError, OSError):
-        await cast(JobContext, ctx)["kiln_admitter"].admit_once()
+        await job["kiln_admitter"].admit_once()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -77,6 +83,7 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(redis_url_of(_settings))
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = job_started
     on_job_end = job_ended
 
 

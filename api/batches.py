@@ -7,7 +7,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.deps import require_user, services
-from api.errors import not_found
+from api.errors import ApiError, not_found
+from records.deletion import Deleted
 from records.events import TaskState
 from records.ids import is_valid_id
 from records.store import TaskRecord
@@ -48,8 +49,9 @@ async def delete_batch(request: Request) -> Response:
     """Every task of the batch as DELETE /api/tasks/{id} does it: 204, then 404."""
     _, records = await _owned(request)
     deleter = services(request).deleter
-    for record in records:
-        await deleter.delete_task(record)
+    outcomes = [await deleter.delete_task(record) for record in records]
+    if Deleted.BUSY in outcomes:
+        raise ApiError(409, "not_deletable", "a task of the batch kept being retried; try again")
     return Response(status_code=204)
 
 

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from api.deps import query_int, require_user, services
 from api.errors import ApiError, not_found
 from api.views import task_view
+from records.deletion import Deleted
 from records.events import QUEUED_STATES
 from records.ids import is_valid_id
 from records.queue import job_id
@@ -101,8 +102,11 @@ async def delete_task(request: Request) -> Response:
     """Cancel the task if it has not finished, then remove its record, indexes and files: 204,
     then 404 for good; the stream gets a `deleted` event."""
     record = await _owned(request)
-    if not await services(request).deleter.delete_task(record):
+    outcome = await services(request).deleter.delete_task(record)
+    if outcome is Deleted.GONE:
         raise not_found()
+    if outcome is Deleted.BUSY:
+        raise ApiError(409, "not_deletable", "the task kept being retried; try again")
     return Response(status_code=204)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from enum import Enum
 
 from redis.asyncio import Redis
 
@@ -49,6 +50,14 @@ task id, owner, the log's MAXLEN, the `deleted` event. Returns 1 when deleted, 0
 such task of `owner`, -1 when it is not finished (cancel it first)."""
 
 
+class Deleted(Enum):
+    DONE = "done"
+    GONE = "gone"
+    """There was no such task (of that owner) any more."""
+    BUSY = "busy"
+    """Still there: its owner retried it again and again while it was being deleted."""
+
+
 class TaskDeleter:
     """DELETE /api/tasks/{id} and /api/batches/{id}: cancel, then remove record and files."""
 
@@ -60,24 +69,22 @@ class TaskDeleter:
         self._tasks = tasks
         self._remove_files = remove_files  # Storage.remove_task (storage sits above records)
 
-    async def delete_task(self, record: TaskRecord) -> bool:
-        """Cancel the task if it has not finished, then delete its record, indexes and files;
-        False when it was gone already."""
+    async def delete_task(self, record: TaskRecord) -> Deleted:
+        """Cancel the task if it has not finished, then delete its record, indexes and files."""
         for _ in range(ATTEMPTS):
             if not record.state.terminal:
                 await self._queue.cancel(record)  # refused only if it has just finished
             outcome = await self.delete(record)
-            if outcome != -1:
-                break
+            if outcome == 0:
+                return Deleted.GONE
+            if outcome == 1:
+                await asyncio.to_thread(self._remove_files, record.id)
+                return Deleted.DONE
             again = await self._tasks.get(record.id)  # retried meanwhile: cancel that too
             if again is None:
-                return False
+                return Deleted.GONE
             record = again
-        else:
-            return False
-        if outcome == 1:
-            await asyncio.to_thread(self._remove_files, record.id)
-        return outcome == 1
+        return Deleted.BUSY
 
     async def delete(self, record: TaskRecord) -> int:
         """Remove a finished task's record and indexes (not its files): 1 done, 0 gone already,

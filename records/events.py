@@ -94,6 +94,7 @@ elseif guard == 'reuse' then
   if cur_state ~= 'PENDING' or attempt ~= cur_attempt then return {0, cur_state} end
 elseif guard == 'revoke' then
   if terminal[cur_state] then return {0, cur_state} end
+  attempt = cur_attempt  -- the caller's may be one behind (a retry landed meanwhile)
 elseif guard == 'release' then
   if not running[cur_state] or run ~= cur_run or attempt ~= cur_attempt + 1 then
     return {0, cur_state}

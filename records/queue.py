@@ -158,9 +158,12 @@ class TaskQueue:
         )
         if emitted is None:
             return False
-        job = job_id(record.id, record.attempt)
-        await self.scheduler.unschedule(job, record.owner)
-        await self._redis.zrem(keys.QUEUE, job)
+        # the attempt read, or the next one if a retry landed meanwhile (the record keeps
+        # whichever it had: the script revokes the current attempt)
+        for attempt in (record.attempt, record.attempt + 1):
+            job = job_id(record.id, attempt)
+            await self.scheduler.unschedule(job, record.owner)
+            await self._redis.zrem(keys.QUEUE, job)
         await self._control({"op": "cancel", "task_id": record.id})
         return True
 
@@ -170,7 +173,7 @@ class TaskQueue:
         emitted = await self._events.emit(
             record.identity, Guard.REQUEUE, TaskState.RETRY, attempt=attempt, stage="queued",
             fields={"error": "", "result": "", "artifacts": "", "started": "", "finished": "",
-                    "retry_at": ""},
+                    "retry_at": "", "lost": "0"},  # its owner's retry: a fresh count of faults
         )
         if emitted is None:
             return False
@@ -203,8 +206,9 @@ class TaskQueue:
 
     async def retry_after_fault(self, record: TaskRecord, *, run: str, job: str,
                                 error: dict[str, str]) -> bool:
-        """The run itself met a transient fault (its child was killed by the system, Redis
-        failed it mid-run): a new attempt after a backoff, counted against KILN_MAX_ATTEMPTS.
+        """The run itself met a transient fault (`tasks.errors.TRANSIENT`: its child was killed
+        by the system, its pool shut down): a new attempt after a backoff, counted against
+        KILN_MAX_ATTEMPTS (a run that Redis failed mid-way is recovered as a lost run).
         False when that count is used up (the caller fails the task with `error`) or the run
         no longer holds the task."""
         lost = record.lost + 1

@@ -19,7 +19,11 @@ A user with jobs running keeps their pass when their queue refills. Users at
 `KILN_USER_MAX_RUNNING` are skipped. The job picked moves into arq's queue, due now, and the
 worker starts it at once; the user's running set holds it until the run ends or its lease lapses.
 
-Positions (`standing`) project the same rules forward from the current passes and queues.
+Positions (`standing`) project the same rules forward from the current passes and queues. They
+leave out what the rules cannot know ahead: jobs queued later, aging that will happen while the
+job waits, and `KILN_USER_MAX_RUNNING` (a capped user's jobs are counted as if their turn came).
+A user whose low jobs have aged up comes in with the pass they had when last served, so they may
+take several slots in a row until their pass catches up with the others': they had waited.
 """
 
 from __future__ import annotations
@@ -368,10 +372,12 @@ class Scheduler:
         """Jobs waiting or delayed, over every user."""
         return int(await self._redis.hlen(keys.SCHED_PENDING))  # type: ignore[misc]
 
-    async def keep_running(self, user: str, job: str, lease_s: float) -> None:
-        """Renew an admitted job's place in its user's running set (its run is alive)."""
+    async def keep_running(self, user: str, job: str, lease_s: float, *,
+                           renew_only: bool = True) -> None:
+        """Renew an admitted job's place in its user's running set (its run is alive); with
+        `renew_only` False, put it back if it had lapsed (a run that has just claimed its task)."""
         await self._redis.zadd(keys.running(user), {job: _now_ms() + int(lease_s * 1000)},
-                               xx=True)
+                               xx=renew_only)
 
     async def finished(self, user: str, job: str) -> None:
         """A run of an admitted job ended: its slot counts for its user no more."""

@@ -71,7 +71,10 @@ class WorkerContext:
     pipelines: Mapping[str, str] = field(default_factory=lambda: dict(PIPELINES))
     running: dict[str, asyncio.Task[dict[str, Any]]] = field(default_factory=dict)
     active: int = 0
-    """Jobs this worker is running now (any stage)."""
+    """Asset jobs this worker is running now (any stage)."""
+    arq_jobs: int = 0
+    """Every arq job running now, cron jobs included; kept by arq's stock worker's job hooks
+    (`worker_settings`) for its `StockAdmitter`."""
     admitted: dict[str, float] = field(default_factory=dict)
     """Jobs admitted for this worker that it has not started yet (job id -> monotonic time),
     kept by `worker.runner.StockAdmitter` only."""
@@ -121,12 +124,15 @@ class _Run:
         self.record: TaskRecord | None = None
         self.attempt = 0
         self.began = time.monotonic()
+        self.release = True
+        """Whether this delivery's end frees its job's place in the user's running set (not
+        when another delivery of the same job holds the run)."""
 
     async def execute(self) -> None:
         try:
             await self._execute()
         finally:
-            if self.record is not None and self.job_id:
+            if self.record is not None and self.job_id and self.release:
                 with contextlib.suppress(RedisError, OSError):  # else its lease lapses
                     await self.services.queue.scheduler.finished(self.record.owner, self.job_id)
 
@@ -136,12 +142,13 @@ class _Run:
             log.warning("job for unknown task %s dropped", self.task_id)
             return
         self.record = record
-        if record.state.terminal:
+        if record.state.terminal or self._stale(record):
             return
         self.attempt = record.attempt
         if record.state in RUNNING_STATES:
             lease_ms = await self.services.redis.pttl(keys.run_lease(self.task_id))
             if lease_ms > 0:
+                self.release = False
                 # A live run holds the task. Returning would make arq drop this job, and if
                 # that run then vanishes without a word, nothing would run the task again: look
                 # again when the lease would have lapsed (a finished task then just returns).
@@ -153,8 +160,13 @@ class _Run:
         claimed = await self._emit(Guard.CLAIM, TaskState.STARTED, stage="starting",
                                    fields={"started": repr(time.time()), "job": self.job_id,
                                            **NO_OUTCOME})
-        if claimed is None:
-            return  # another delivery got there first, or it was cancelled meanwhile
+        if claimed is None:  # another delivery got there first, or it was cancelled meanwhile
+            now = await self.services.tasks.get(self.task_id)
+            self.release = now is None or now.state not in RUNNING_STATES
+            return
+        # its place in the running set, again if its admission's lease lapsed before it started
+        await self.services.queue.scheduler.keep_running(
+            record.owner, self.job_id, self.services.settings.job_lease, renew_only=False)
         lease = asyncio.create_task(self._keep_lease())
         try:
             await self._process()
@@ -166,6 +178,12 @@ class _Run:
             raise
         finally:
             lease.cancel()
+
+    def _stale(self, record: TaskRecord) -> bool:
+        """A delivery of an earlier attempt's job (deferred, or redelivered after a retry): the
+        current attempt has a job of its own, admitted by the scheduler."""
+        task, _, attempt = self.job_id.rpartition("-")
+        return task == self.task_id and attempt.isdigit() and int(attempt) != record.attempt
 
     async def _hand_back(self, lease: asyncio.Task[None]) -> None:
         """Give the task back for another worker (bounded: the process is stopping). If Redis
@@ -366,7 +384,7 @@ class _Run:
                             self.record.owner, self.job_id, settings.job_lease)
                 await redis.set(keys.run_lease(self.task_id), self.run_id, px=lease_ms)
                 state = await redis.hget(keys.task(self.task_id), "state")  # type: ignore[misc]
-                if state is not None and state.decode() == TaskState.REVOKED:
+                if state is None or state.decode() == TaskState.REVOKED:  # or deleted
                     self.kiln.cancel(self.task_id)
             if me is not None and me.cancelling():
                 return

@@ -180,24 +180,34 @@ class StockAdmitter:
         self._settings = settings
         self._scheduler = context.services.queue.scheduler
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self.worker_id = new_id()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def admit_once(self) -> list[str]:
-        settings, context = self._settings, self._context
-        now = time.monotonic()
-        stale = now - 2 * settings.poll_delay - 1  # not started by then: another worker took it
-        for job, when in list(context.admitted.items()):
-            if when < stale:
-                del context.admitted[job]
-        free = settings.worker_concurrency - context.active - len(context.admitted)
-        admission = await self._scheduler.admit(
-            max(0, free), worker=self.worker_id, slots=settings.worker_concurrency,
-            heartbeat_s=settings.poll_delay * 4 + 5, lease_s=settings.job_lease)
-        context.admitted.update(dict.fromkeys(admission.jobs, now))
-        return admission.jobs
+        """Admit as many jobs as arq's slots are free, less those admitted and not started yet;
+        one admission at a time (a wake, a job's end and the poll may ask together)."""
+        async with self._lock:
+            settings, context = self._settings, self._context
+            now = time.monotonic()
+            stale = [job for job, when in context.admitted.items()
+                     if when < now - 2 * settings.poll_delay - 1]
+            if stale:  # not started yet: still in arq's queue (waiting for a slot), or taken
+                async with context.services.redis.pipeline(transaction=False) as pipe:
+                    for job in stale:
+                        pipe.zscore(keys.QUEUE, job)
+                    scores = await pipe.execute()
+                for job, score in zip(stale, scores, strict=True):
+                    if score is None:  # another worker ran it
+                        del context.admitted[job]
+            free = settings.worker_concurrency - context.arq_jobs - len(context.admitted)
+            admission = await self._scheduler.admit(
+                max(0, free), worker=self.worker_id, slots=settings.worker_concurrency,
+                heartbeat_s=settings.poll_delay * 4 + 5, lease_s=settings.job_lease)
+            context.admitted.update(dict.fromkeys(admission.jobs, now))
+            return admission.jobs
 
     async def run(self) -> None:
         while True:
