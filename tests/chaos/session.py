@@ -87,7 +87,8 @@ async def leftover_jobs(redis_url: str) -> list[str]:
     """Queue and arq keys still there (none once every task has ended: results are not kept)."""
     client = Redis.from_url(redis_url)
     try:
-        found = [f"{keys.QUEUE} holds {n}" for n in [await client.zcard(keys.QUEUE)] if n]
+        queued = [job.decode() for job in await client.zrange(keys.QUEUE, 0, -1)]
+        found = [f"{keys.QUEUE} holds {', '.join(queued)}"] if queued else []
         for pattern in ("arq:job:*", "arq:in-progress:*", "arq:retry:*"):
             found += [k.decode() async for k in client.scan_iter(match=pattern)]
         return found
