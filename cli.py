@@ -10,7 +10,8 @@ import getpass
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from auth.accounts import AccountError
 from redis_server import redis_for
@@ -100,6 +101,16 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
+def _account_command(run: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a users command: 0, or 1 with the account error's words."""
+    try:
+        asyncio.run(run())
+    except AccountError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         password = _read_password(args)
@@ -108,12 +119,7 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
         role = "an admin" if user.is_admin else "a user"
         print(f"created {role} named {user.name}")
 
-    try:
-        asyncio.run(run())
-    except AccountError as exc:
-        print(f"kiln: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _account_command(run)
 
 
 def cmd_users_weight(settings: Settings, args: argparse.Namespace) -> int:
@@ -122,12 +128,7 @@ def cmd_users_weight(settings: Settings, args: argparse.Namespace) -> int:
             await services.accounts.set_weight(args.name, args.weight)
         print(f"{args.name} now weighs {args.weight:g} in the fair share")
 
-    try:
-        asyncio.run(run())
-    except AccountError as exc:
-        print(f"kiln: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _account_command(run)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -98,6 +98,16 @@ class KilnClient:
                 yield event
 
 
+async def signed_in(url: str, redis_url: str, name: str, *, admin: bool = False) -> KilnClient:
+    """A client of the server at `url`, signed in as a new user `name` (tests/users.py)."""
+    from tests.users import add_user
+
+    await add_user(redis_url, name, admin=admin)
+    client = KilnClient(url)
+    await client.login(name, "correct horse battery")
+    return client
+
+
 async def live_events(client: KilnClient) -> AsyncGenerator[Event, None]:
     """A stream of the client's session, its opening snapshot already read: live from here."""
     stream = client.events()

@@ -6,21 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.client import Event, KilnClient, collect
+from tests.client import Event, collect, signed_in
 from tests.conftest import make_settings
 from tests.helpers.submit import drain
 from tests.live import ServerFactory
-from tests.users import add_user
 
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 STEPS = {"mesh": "tests.helpers.pipelines:steps", "texture": "tests.helpers.pipelines:steps"}
-
-
-async def _client(url: str, redis_url: str, name: str) -> KilnClient:
-    await add_user(redis_url, name)
-    client = KilnClient(url)
-    await client.login(name, "correct horse battery")
-    return client
 
 
 def _batch_events(events: list[Event]) -> list[Event]:
@@ -31,8 +23,8 @@ async def test_a_batch_event_follows_the_last_task_of_an_upload(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada, \
-            await _client(url, redis_url, "bea") as bea:
+    async with await signed_in(url, redis_url, "ada") as ada, \
+            await signed_in(url, redis_url, "bea") as bea:
         upload = await ada.upload(("a.obj", TRIANGLE), ("b.obj", TRIANGLE))
         batch = upload.json()["batch_id"]
         before = (await ada.get(f"/api/batches/{batch}")).json()
@@ -67,8 +59,8 @@ async def test_deleting_a_task_cancels_it_and_removes_everything(
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False,
                              user_quota_bytes=10_000)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada, \
-            await _client(url, redis_url, "bea") as bea:
+    async with await signed_in(url, redis_url, "ada") as ada, \
+            await signed_in(url, redis_url, "bea") as bea:
         padded = TRIANGLE + b"#" * (4000 - len(TRIANGLE))  # two of these: 8,000 of 10,000 bytes
         upload = (await ada.upload(("a.obj", padded), ("b.obj", padded))).json()
         queued, finished = (task["task_id"] for task in upload["tasks"])

@@ -7,28 +7,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.client import KilnClient, collect, terminal_for
+from tests.client import KilnClient, collect, signed_in, terminal_for
 from tests.conftest import corpus, make_settings
 from tests.helpers.submit import drain
 from tests.live import ServerFactory
-from tests.users import add_user
 
 BOX = corpus("OBJ/box.obj")
-
-
-async def _client(url: str, redis_url: str, name: str) -> KilnClient:
-    await add_user(redis_url, name)
-    client = KilnClient(url)
-    await client.login(name, "correct horse battery")
-    return client
 
 
 async def test_a_reupload_reuses_the_first_result(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada, \
-            await _client(url, redis_url, "bea") as bea:
+    async with await signed_in(url, redis_url, "ada") as ada, \
+            await signed_in(url, redis_url, "bea") as bea:
         first = (await ada.upload(BOX)).json()["tasks"][0]
         assert first["deduplicated_from"] is None
         await drain(settings, {})  # the real pipelines
@@ -71,7 +63,7 @@ async def test_other_output_settings_run_again(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada:
+    async with await signed_in(url, redis_url, "ada") as ada:
         (await ada.upload(BOX)).json()
         await drain(settings, {})
         assert (await ada.upload(BOX)).json()["tasks"][0]["deduplicated_from"] is not None
@@ -85,7 +77,7 @@ async def test_a_reused_task_in_a_batch_sends_one_batch_event_at_the_batchs_end(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada:
+    async with await signed_in(url, redis_url, "ada") as ada:
         await ada.upload(BOX)
         await drain(settings, {})
         upload = (await ada.upload(BOX, ("other.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
@@ -105,7 +97,7 @@ async def test_a_worker_with_other_settings_does_not_offer_its_result(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     settings = make_settings(redis_url, tmp_path / "data", embedded_worker=False)
     url = live_server_factory(settings).url
-    async with await _client(url, redis_url, "ada") as ada:
+    async with await signed_in(url, redis_url, "ada") as ada:
         await ada.upload(BOX)
         await drain(settings.with_(thumbnail_size=128), {})  # not what the web process keys
         assert (await ada.upload(BOX)).json()["tasks"][0]["deduplicated_from"] is None

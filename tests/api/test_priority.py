@@ -10,11 +10,10 @@ from pathlib import Path
 from records import keys
 from services import open_services
 from settings import Settings
-from tests.client import KilnClient
+from tests.client import KilnClient, signed_in
 from tests.conftest import make_settings
 from tests.helpers.submit import drain
 from tests.live import ServerFactory
-from tests.users import add_user
 
 TRIANGLE = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 STEPS = {"mesh": "tests.helpers.pipelines:steps"}
@@ -25,9 +24,8 @@ USERS: dict[str, str] = {}
 
 
 async def _client(url: str, redis_url: str, name: str, *, admin: bool = False) -> KilnClient:
-    USERS[name] = (await add_user(redis_url, name, admin=admin)).id
-    client = KilnClient(url)
-    await client.login(name, "correct horse battery")
+    client = await signed_in(url, redis_url, name, admin=admin)
+    USERS[name] = (await client.get("/api/auth/me")).json()["user_id"]
     return client
 
 

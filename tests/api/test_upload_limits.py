@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.client import KilnClient
+from tests.client import signed_in
 from tests.conftest import corpus, make_settings
 from tests.live import ServerFactory
-from tests.users import add_user
 
 
 def _served(live_server_factory: ServerFactory, redis_url: str, tmp_path: Path,
@@ -20,18 +19,11 @@ def _served(live_server_factory: ServerFactory, redis_url: str, tmp_path: Path,
     return live_server_factory(settings).url
 
 
-async def _client(url: str, redis_url: str, name: str) -> KilnClient:
-    await add_user(redis_url, name)
-    client = KilnClient(url)
-    await client.login(name, "correct horse battery")
-    return client
-
-
 async def test_uploads_past_the_rate_are_refused_with_a_retry_time(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     url = _served(live_server_factory, redis_url, tmp_path, upload_requests_per_minute=2)
-    alice = await _client(url, redis_url, "rate-alice")
-    bob = await _client(url, redis_url, "rate-bob")
+    alice = await signed_in(url, redis_url, "rate-alice")
+    bob = await signed_in(url, redis_url, "rate-bob")
     async with alice, bob:
         for _ in range(2):
             assert (await alice.upload(corpus("OBJ/box.obj"))).status_code == 202
@@ -49,7 +41,7 @@ async def test_bytes_past_the_hourly_allowance_are_refused(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     box = corpus("OBJ/box.obj").read_bytes()
     url = _served(live_server_factory, redis_url, tmp_path, upload_bytes_per_hour=3 * 1024)
-    client = await _client(url, redis_url, "bytes-alice")
+    client = await signed_in(url, redis_url, "bytes-alice")
     async with client:
         assert (await client.upload(("a.obj", box))).status_code == 202
         big = ("big.obj", box + b"# padding\n" * 400)  # about 4.6 KB: over what is left
@@ -61,7 +53,7 @@ async def test_bytes_past_the_hourly_allowance_are_refused(
 async def test_limits_of_zero_are_off(
         redis_url: str, tmp_path: Path, live_server_factory: ServerFactory) -> None:
     url = _served(live_server_factory, redis_url, tmp_path, upload_bytes_per_hour=0)
-    client = await _client(url, redis_url, "free-alice")
+    client = await signed_in(url, redis_url, "free-alice")
     async with client:
         for _ in range(5):
             assert (await client.upload(corpus("OBJ/box.obj"))).status_code == 202
@@ -72,8 +64,8 @@ async def test_a_storage_quota_refuses_what_would_pass_it(
     box = corpus("OBJ/box.obj").read_bytes()
     # room for a small file, not a third box
     url = _served(live_server_factory, redis_url, tmp_path, user_quota_bytes=2 * len(box) + 400)
-    alice = await _client(url, redis_url, "quota-alice")
-    bob = await _client(url, redis_url, "quota-bob")
+    alice = await signed_in(url, redis_url, "quota-alice")
+    bob = await signed_in(url, redis_url, "quota-bob")
     async with alice, bob:
         for name in ("a.obj", "b.obj"):
             assert (await alice.upload((name, box))).status_code == 202
