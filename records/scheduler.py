@@ -112,17 +112,28 @@ local function place(job, uid, level, t)
   redis.call('ZADD', wait, e, job)
   redis.call('ZADD', users, 'LT', e, uid)
 end
+-- a job `<task id>-<attempt>` is for a task waiting at that attempt (or one Kiln has no record
+-- of): a job queued again by a pipeline redis-py re-sent, or left by a cancel, is not
+local function wanted(job, task_prefix)
+  local tid, attempt = string.match(job, '^(.+)-(%d+)$')
+  if not tid then return true end
+  local f = redis.call('HMGET', task_prefix .. tid, 'state', 'attempt')
+  if not f[1] then return true end
+  return (f[1] == 'PENDING' or f[1] == 'RETRY') and tonumber(f[2]) == tonumber(attempt)
+end
 """
 
 SCHEDULE_SCRIPT = _PLACE + """
 local delayed = KEYS[8]
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local job, uid, level, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  redis.call('HSET', pending, job, uid .. ' ' .. level)
-  if due > now then
-    redis.call('ZADD', delayed, due, job)
-  else
-    place(job, uid, level, due)
+  if wanted(job, ARGV[4]) then
+    redis.call('HSET', pending, job, uid .. ' ' .. level)
+    if due > now then
+      redis.call('ZADD', delayed, due, job)
+    else
+      place(job, uid, level, due)
+    end
   end
 end
 return 1
@@ -136,7 +147,7 @@ local delayed, queue, workers, capacity = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local count, cap, scan, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7])
 local worker, slots, heartbeat, user_prefix = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11]
-local slack, stride = tonumber(ARGV[13]), tonumber(ARGV[14])
+local slack, stride, task_prefix = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now)) do
   redis.call('HDEL', capacity, gone)
 end
@@ -149,7 +160,9 @@ local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIM
 for i = 1, #due, 2 do
   redis.call('ZREM', delayed, due[i])
   local meta = redis.call('HGET', pending, due[i])
-  if meta then
+  if meta and not wanted(due[i], task_prefix) then
+    redis.call('HDEL', pending, due[i])
+  elseif meta then
     local uid, level = string.match(meta, '^(%S+) (%d)$')
     place(due[i], uid, tonumber(level), tonumber(due[i + 1]))
   end
@@ -184,15 +197,19 @@ while #admitted < count do
   local wait = pfx .. best .. '}:waiting'
   local job = redis.call('ZPOPMIN', wait)[1]
   redis.call('HDEL', pending, job)
-  redis.call('ZADD', queue, now, job)
-  local taken = running_of(best)
-  redis.call('ZADD', pfx .. best .. '}:running', now + grace, job)
-  running[best] = taken + 1
-  local weight = tonumber(redis.call('HGET', user_prefix .. best, 'weight') or '1') or 1
-  if weight <= 0 then weight = 1 end
-  local after = string.format('%.0f', best_pass + math.max(1, math.floor(stride / weight + 0.5)))
-  redis.call('SET', vtime, string.format('%.0f', best_pass))
-  redis.call('HSET', passes, best, after)
+  local after = string.format('%.0f', best_pass)
+  if wanted(job, task_prefix) then
+    redis.call('ZADD', queue, now, job)
+    local taken = running_of(best)
+    redis.call('ZADD', pfx .. best .. '}:running', now + grace, job)
+    running[best] = taken + 1
+    local weight = tonumber(redis.call('HGET', user_prefix .. best, 'weight') or '1') or 1
+    if weight <= 0 then weight = 1 end
+    after = string.format('%.0f', best_pass + math.max(1, math.floor(stride / weight + 0.5)))
+    redis.call('SET', vtime, string.format('%.0f', best_pass))
+    redis.call('HSET', passes, best, after)
+    admitted[#admitted + 1] = job
+  end
   local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
   if #head == 0 then
     redis.call('ZREM', users, best)
@@ -201,7 +218,6 @@ while #admitted < count do
     redis.call('ZADD', users, head[2], best)
     redis.call('ZADD', backlog, after, best)
   end
-  admitted[#admitted + 1] = job
 end
 local total = 0
 for _, n in ipairs(redis.call('HVALS', capacity)) do total = total + tonumber(n) end
@@ -211,7 +227,9 @@ return {admitted, total}
 arq's queue, workers, capacity. ARGV: the user key prefix, aging (ms), now (ms), count, the per-
 user cap (0: none), `USERS_SCAN`, the admitted job's first lease (ms), this worker's id and slots
 (its heartbeat; '' for none), how long the heartbeat lasts (ms), the user hash prefix (weights),
-`DELAYED_BATCH`, `LEVEL_SLACK`. Returns {job ids admitted, the slots of every live worker}."""
+`DELAYED_BATCH`, `LEVEL_SLACK`, `STRIDE`, the task key prefix. A job whose task no longer waits
+at its attempt is dropped, not admitted. Returns {job ids admitted, the slots of every live
+worker}."""
 
 UNSCHEDULE_SCRIPT = """
 local users, pending, delayed, wait, backlog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -332,7 +350,7 @@ class Scheduler:
                           jobs: Sequence[tuple[str, str, Priority, int]]) -> None:
         """Queue (job id, user id, priority, due ms) entries on a pipeline: each waits in its
         user's queue, or in the delayed set until it is due."""
-        args = [keys.USER_QUEUE_PREFIX, str(self._aging_ms), str(_now_ms())]
+        args = [keys.USER_QUEUE_PREFIX, str(self._aging_ms), str(_now_ms()), keys.TASK_PREFIX]
         for job, user, priority, due in jobs:
             args += [job, user, str(int(priority)), str(due)]
         await self._schedule(keys=[keys.SCHED_USERS, keys.SCHED_PASSES, keys.SCHED_VTIME,
@@ -354,7 +372,7 @@ class Scheduler:
                   str(_now_ms() if now_ms is None else now_ms), str(max(0, count)),
                   str(self._cap), str(USERS_SCAN), str(int(lease_s * 1000)), worker, str(slots),
                   str(int(heartbeat_s * 1000)), keys.user(""), str(DELAYED_BATCH),
-                  repr(LEVEL_SLACK), str(STRIDE)])
+                  repr(LEVEL_SLACK), str(STRIDE), keys.TASK_PREFIX])
         return Admission([_text(j) for j in jobs], int(total))
 
     async def unschedule(self, job: str, user: str) -> bool:

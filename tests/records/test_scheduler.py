@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from records import keys
+from records.events import Guard, TaskState
+from records.queue import job_id
 from records.scheduler import Priority, Scheduler
 from services import Services
+from tests.helpers.submit import submit_stub
 
 P = Priority
 
@@ -187,3 +191,27 @@ async def test_a_newcomer_is_next_after_a_backlog_that_has_had_its_slots(
     assert (await scheduler.admit(4)).jobs == ["root-0", "root-1", "root-2", "a-0"]
     await _queue(scheduler, services.redis, [("b-0", "b", P.DEFAULT, 0)])
     assert (await scheduler.admit(1)).jobs == ["b-0"]  # not behind root's high passes
+
+
+async def test_a_job_whose_task_no_longer_waits_is_left_out(
+        services: Services, tmp_path: Path) -> None:
+    """A pipeline that redis-py sent again after a lost reply queues its jobs a second time; a
+    job whose task is running, finished or cancelled meanwhile is neither queued nor admitted."""
+    scheduler = services.queue.scheduler
+    task_id = await submit_stub(services, tmp_path)
+    job = job_id(task_id, 1)
+    assert (await scheduler.admit(1)).jobs == [job]
+    record = await services.tasks.get(task_id)
+    assert record is not None
+    assert await services.events.emit(record.identity, Guard.CLAIM, TaskState.STARTED,
+                                      attempt=1, run="r1")
+    await _queue(scheduler, services.redis, [(job, "u1", P.DEFAULT, 0)])  # sent again
+    assert await scheduler.waiting() == 0
+    assert await services.redis.zcard(keys.SCHED_USERS) == 0
+
+    cancelled = await submit_stub(services, tmp_path)
+    record = await services.tasks.get(cancelled)
+    assert record is not None
+    await services.events.emit(record.identity, Guard.REVOKE, TaskState.REVOKED, attempt=1)
+    assert (await scheduler.admit(5)).jobs == []  # its job was still waiting: dropped
+    assert await scheduler.waiting() == 0
