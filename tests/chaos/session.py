@@ -83,14 +83,25 @@ class Session:
         await self.client.http.aclose()
 
 
+SETTLE_S = 5.0
+"""How long arq may take to retire the job of a task that has just ended: its function emits the
+SUCCESS, then releases the job's slot with the scheduler, and only then does arq delete the job
+and take it out of its queue."""
+
+
 async def leftover_jobs(redis_url: str) -> list[str]:
-    """Queue and arq keys still there (none once every task has ended: results are not kept)."""
+    """Queue and arq keys still there SETTLE_S after every task ended (none: results are not
+    kept); read again until then, polling Redis, as the last jobs are being retired."""
     client = Redis.from_url(redis_url)
+    deadline = time.monotonic() + SETTLE_S
     try:
-        queued = [job.decode() for job in await client.zrange(keys.QUEUE, 0, -1)]
-        found = [f"{keys.QUEUE} holds {', '.join(queued)}"] if queued else []
-        for pattern in ("arq:job:*", "arq:in-progress:*", "arq:retry:*"):
-            found += [k.decode() async for k in client.scan_iter(match=pattern)]
-        return found
+        while True:
+            queued = [job.decode() for job in await client.zrange(keys.QUEUE, 0, -1)]
+            found = [f"{keys.QUEUE} holds {', '.join(queued)}"] if queued else []
+            for pattern in ("arq:job:*", "arq:in-progress:*", "arq:retry:*"):
+                found += [k.decode() async for k in client.scan_iter(match=pattern)]
+            if not found or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.05)
     finally:
         await client.aclose()
