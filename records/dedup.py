@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from records import keys
 from records.events import TaskState
@@ -64,3 +65,7 @@ class Dedup:
     async def remember(self, user: str, digest: str, task_id: str) -> None:
         """A task with this key succeeded: later uploads of the same content may reuse it."""
         await self._redis.set(keys.dedup(user, digest), task_id, ex=self._ttl)
+
+    def remember_in(self, pipe: Pipeline, user: str, digest: str, task_id: str) -> None:
+        """`remember`, queued on a pipeline."""
+        pipe.set(keys.dedup(user, digest), task_id, ex=self._ttl)

@@ -177,21 +177,42 @@ local function running_of(uid)
   return running[uid]
 end
 local admitted = {}
+local function level_of(e)
+  return math.max(0, math.min(2, math.floor((now - e) / aging + slack)))
+end
 while #admitted < count do
-  local heads = redis.call('ZRANGE', users, 0, scan - 1, 'WITHSCORES')
+  local first = redis.call('ZRANGE', users, 0, 0, 'WITHSCORES')
+  if #first == 0 then break end
+  -- the highest level any waiting job stands at (levels fall as effective times grow)
+  local top = level_of(tonumber(first[2]))
+  -- users in pass order: the first at the top level (and under the cap) wins, an equal pass
+  -- going to the one that came first; the walk ends at a higher pass once the top level has a
+  -- candidate, so it usually reads one or two users, and USERS_SCAN at most
   local best, best_level, best_pass, best_since
-  for i = 1, #heads, 2 do
-    local uid, e = heads[i], tonumber(heads[i + 1])
-    if cap <= 0 or running_of(uid) < cap then
-      local level = math.max(0, math.min(2, math.floor((now - e) / aging + slack)))
-      local pass = tonumber(redis.call('HGET', passes, uid) or '0')
-      local came = tonumber(redis.call('HGET', since, uid) or '0')
-      if best == nil or level > best_level or (level == best_level and
-          (pass < best_pass or (pass == best_pass and
-            (came < best_since or (came == best_since and uid < best))))) then
-        best, best_level, best_pass, best_since = uid, level, pass, came
+  local offset = 0
+  while offset < scan do
+    local chunk = redis.call('ZRANGE', backlog, offset, offset + 63, 'WITHSCORES')
+    if #chunk == 0 then break end
+    local stop = false
+    for i = 1, #chunk, 2 do
+      local uid, pass = chunk[i], tonumber(chunk[i + 1])
+      if best ~= nil and best_level == top and pass > best_pass then
+        stop = true
+        break
+      end
+      local e = tonumber(redis.call('ZSCORE', users, uid) or '')
+      if e and (cap <= 0 or running_of(uid) < cap) then
+        local level = level_of(e)
+        local came = tonumber(redis.call('HGET', since, uid) or '0')
+        if best == nil or level > best_level or (level == best_level and
+            (pass < best_pass or (pass == best_pass and
+              (came < best_since or (came == best_since and uid < best))))) then
+          best, best_level, best_pass, best_since = uid, level, pass, came
+        end
       end
     end
+    if stop then break end
+    offset = offset + 64
   end
   if best == nil then break end
   local wait = pfx .. best .. '}:waiting'
@@ -401,9 +422,17 @@ class Scheduler:
         """A run of an admitted job ended: its slot counts for its user no more."""
         await self._redis.zrem(keys.running(user), job)
 
-    async def record_duration(self, kind: str, seconds: float) -> None:
+    @staticmethod
+    def finished_in(pipe: Pipeline, user: str, job: str) -> None:
+        """`finished`, queued on a pipeline."""
+        pipe.zrem(keys.running(user), job)
+
+    async def record_duration(self, kind: str, seconds: float,
+                              pipe: Pipeline | None = None) -> None:
+        """A run of `kind` took `seconds` (queued on `pipe` when one is given)."""
         await self._duration(keys=[keys.DURATIONS],
-                             args=[kind, repr(round(seconds, 3)), repr(DURATION_WEIGHT)])
+                             args=[kind, repr(round(seconds, 3)), repr(DURATION_WEIGHT)],
+                             client=pipe)
 
     async def standing(self, user: str, jobs: Sequence[tuple[str, str]]) -> Standing:
         """Positions and estimates of `user`'s (job id, kind) pairs; callers bound how many."""

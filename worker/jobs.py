@@ -326,14 +326,21 @@ class _Run:
         await self._emit_reliably(guard, state, stage=stage, progress=progress,
                                   extra=extra, fields=fields)
         assert self.record is not None
-        task = self.record.fields
-        with contextlib.suppress(RedisError, OSError):  # an estimate, a shortcut: no loss if lost
-            await self.services.queue.scheduler.record_duration(
-                task["kind"], time.monotonic() - self.began)
-            dedup = self.services.dedup
-            if state is TaskState.SUCCESS and task.get("digest") and \
-                    task.get("signature") == dedup.signature_id:
-                await dedup.remember(self.record.owner, task["digest"], self.task_id)
+        task, owner = self.record.fields, self.record.owner
+        scheduler, dedup = self.services.queue.scheduler, self.services.dedup
+        # one round trip: the run time (an estimate), the result offered for dedup (a shortcut)
+        # and the job's place in the running set (else its lease lapses): none is lost if lost
+        with contextlib.suppress(RedisError, OSError):
+            async with self.services.redis.pipeline(transaction=False) as pipe:
+                await scheduler.record_duration(task["kind"], time.monotonic() - self.began,
+                                                pipe)
+                if state is TaskState.SUCCESS and task.get("digest") and \
+                        task.get("signature") == dedup.signature_id:
+                    dedup.remember_in(pipe, owner, task["digest"], self.task_id)
+                if self.job_id:
+                    scheduler.finished_in(pipe, owner, self.job_id)
+                await pipe.execute()
+            self.release = False  # released already
 
     def _existing(self, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Only artifacts that are really on disk under a name Kiln serves."""
