@@ -11,10 +11,11 @@ its level.
 A worker with free slots runs `ADMIT_SCRIPT`, which picks, one slot at a time: the users whose
 most urgent job has the highest level; among them the one with the smallest *pass* (stride
 scheduling: each job started adds STRIDE/weight to its user's pass), so slots go round-robin,
-weighted, and equal passes go to the user whose queue filled first. A user back from idle (nothing
-waiting, nothing running) comes in just below the smallest pass of the users waiting, so their
-first job is next (beside it, and after, when that user has had no slot yet: first come, first
-served), but never below their own pass: whoever just had more than their share keeps that debt.
+weighted, and equal passes go to the smaller user id (the backlog's own order, so a pick reads
+one user, not all of them). A user back from idle (nothing waiting, nothing running) comes in
+just below the smallest pass of the users waiting, so their first job is next (just behind it
+when that user has had no slot yet: first come, first served), but never below their own pass:
+whoever just had more than their share keeps that debt.
 A user with jobs running keeps their pass when their queue refills. Users at
 `KILN_USER_MAX_RUNNING` are skipped. The job picked moves into arq's queue, due now, and the
 worker starts it at once; the user's running set holds it until the run ends or its lease lapses.
@@ -93,13 +94,17 @@ local function place(job, uid, level, t)
     local pass = tonumber(redis.call('HGET', passes, uid) or '')
     if pass == nil or redis.call('ZCOUNT', pfx .. uid .. '}:running', now, '+inf') == 0 then
       -- back from idle: just ahead of the smallest pass of the users waiting when that user has
-      -- had a slot since it came (else beside it, after it), at the pass of the job started last
+      -- had a slot since it came (else just behind it), at the pass of the job started last
       -- when nobody waits; or at its own pass when that is further: a debt is kept, not a credit
       local low = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
       local floor = tonumber(redis.call('GET', vtime) or '0')
       if low[1] then
         floor = tonumber(low[2])
-        if tonumber(redis.call('HGET', joined, low[1]) or '') ~= floor then floor = floor - 1 end
+        if tonumber(redis.call('HGET', joined, low[1]) or '') == floor then
+          floor = floor + 1  -- that user has had no slot yet: first come, first served
+        else
+          floor = floor - 1
+        end
       end
       if pass == nil or pass < floor then pass = floor end
       redis.call('HSET', passes, uid, string.format('%.0f', pass))
@@ -185,33 +190,24 @@ while #admitted < count do
   if #first == 0 then break end
   -- the highest level any waiting job stands at (levels fall as effective times grow)
   local top = level_of(tonumber(first[2]))
-  -- users in pass order: the first at the top level (and under the cap) wins, an equal pass
-  -- going to the one that came first; the walk ends at a higher pass once the top level has a
-  -- candidate, so it usually reads one or two users, and USERS_SCAN at most
-  local best, best_level, best_pass, best_since
+  -- users in (pass, id) order: the first at the top level and under the cap wins, so the walk
+  -- usually reads one user (USERS_SCAN at most); failing that, the first at the highest level
+  local best, best_level, best_pass
   local offset = 0
-  while offset < scan do
+  while offset < scan and best_level ~= top do
     local chunk = redis.call('ZRANGE', backlog, offset, offset + 63, 'WITHSCORES')
     if #chunk == 0 then break end
-    local stop = false
     for i = 1, #chunk, 2 do
       local uid, pass = chunk[i], tonumber(chunk[i + 1])
-      if best ~= nil and best_level == top and pass > best_pass then
-        stop = true
-        break
-      end
       local e = tonumber(redis.call('ZSCORE', users, uid) or '')
       if e and (cap <= 0 or running_of(uid) < cap) then
         local level = level_of(e)
-        local came = tonumber(redis.call('HGET', since, uid) or '0')
-        if best == nil or level > best_level or (level == best_level and
-            (pass < best_pass or (pass == best_pass and
-              (came < best_since or (came == best_since and uid < best))))) then
-          best, best_level, best_pass, best_since = uid, level, pass, came
+        if best == nil or level > best_level then
+          best, best_level, best_pass = uid, level, pass
+          if level == top then break end
         end
       end
     end
-    if stop then break end
     offset = offset + 64
   end
   if best == nil then break end
@@ -342,10 +338,10 @@ class Standing:
 
 @dataclass(frozen=True)
 class _Other:
-    """Another user's standing: pass, stride, waiting jobs by level, and (since, id), which
-    breaks ties between equal passes."""
+    """Another user's standing: id (which breaks ties between equal passes), pass, stride,
+    waiting jobs by level."""
 
-    tie: tuple[int, str]
+    user: str
     passes: int
     stride: int
     high: int
@@ -447,9 +443,9 @@ class Scheduler:
                   repr(now - (2 - LEVEL_SLACK) * aging), repr(now - (1 - LEVEL_SLACK) * aging),
                   user, in_progress_key_prefix, keys.user(""),
                   *(job for job, _ in jobs)])
-        others = [_Other((int(o[7]), _text(o[0])), int(o[2]), _stride(o[3]), int(o[4]),
-                         int(o[5]), int(o[6])) for o in others_raw]
-        tie = (int(own_since), user)
+        others = [_Other(_text(o[0]), int(o[2]), _stride(o[3]), int(o[4]), int(o[5]), int(o[6]))
+                  for o in others_raw]
+        del own_since  # ties go by user id (the order of the backlog's equal scores)
         times = _pairs(durations)
         positions: dict[str, int] = {}
         eta: dict[str, float] = {}
@@ -459,7 +455,7 @@ class Scheduler:
             elif _text(score):
                 level = _level(now, float(_text(score)), aging)
                 at = int(own_pass) + int(rank) * _stride(own_weight)
-                position = 1 + int(rank) + sum(_ahead(other, level, at, tie) for other in others)
+                position = 1 + int(rank) + sum(_ahead(other, level, at, user) for other in others)
             else:
                 continue
             positions[job] = position
@@ -473,16 +469,16 @@ def _level(now: int, effective: float, aging: int) -> int:
     return max(0, min(2, math.floor((now - effective) / aging + LEVEL_SLACK)))
 
 
-def _ahead(other: _Other, level: int, at: int, tie: tuple[int, str]) -> int:
+def _ahead(other: _Other, level: int, at: int, user: str) -> int:
     """How many of another user's jobs start before one of ours at `level` whose user reaches
     pass `at` when it is picked: all of theirs at a higher level, and of those at its level, the
-    ones whose pass comes first (an equal pass goes to the user who came first)."""
+    ones whose pass comes first (an equal pass goes to the smaller user id)."""
     higher = (other.default_or_higher, other.high, 0)[level]
     level_or_higher = (other.total, other.default_or_higher, other.high)[level]
     picks = 0
     if at >= other.passes:
         turns, rest = divmod(at - other.passes, other.stride)
-        picks = turns + (1 if rest or other.tie < tie else 0)
+        picks = turns + (1 if rest or other.user < user else 0)
     return max(higher, min(level_or_higher, picks))
 
 
