@@ -70,8 +70,6 @@ class WorkerContext:
     pool: ChildPool
     pipelines: Mapping[str, str] = field(default_factory=lambda: dict(PIPELINES))
     running: dict[str, asyncio.Task[dict[str, Any]]] = field(default_factory=dict)
-    active: int = 0
-    """Asset jobs this worker is running now (any stage)."""
     arq_jobs: int = 0
     """Every arq job running now, cron jobs included; kept by arq's stock worker's job hooks
     (`worker_settings`) for its `StockAdmitter`."""
@@ -107,11 +105,7 @@ async def process_asset(ctx: dict[str, Any], task_id: str) -> None:
     job = cast(JobContext, ctx)
     kiln, job_id = job["kiln"], job.get("job_id", "")
     kiln.admitted.pop(job_id, None)
-    kiln.active += 1
-    try:
-        await _Run(kiln, task_id, job_id).execute()
-    finally:
-        kiln.active -= 1
+    await _Run(kiln, task_id, job_id).execute()
 
 
 class _Run:

@@ -37,6 +37,12 @@ log = logging.getLogger("kiln.worker")
 
 WAKE = json.dumps({"op": "wake"})
 
+def heartbeat(poll_delay: float) -> float:
+    """How long a worker's slots count after its last admission: it admits at least every poll
+    delay, so four of them (and 5 s for a slow Redis) mean it is gone."""
+    return poll_delay * 4 + 5
+
+
 CLEANUP = "kiln_cleanup"
 """The arq name of the cleanup cron job (`worker.cleanup`)."""
 
@@ -66,7 +72,7 @@ class KilnWorker(Worker):
             free = min(free, self.max_burst_jobs - self._jobs_started())
         admission = await self._scheduler.admit(
             max(0, free), worker=self.worker_id, slots=self.max_jobs,
-            heartbeat_s=self.poll_delay_s * 4 + 5, lease_s=self._lease_s)
+            heartbeat_s=heartbeat(self.poll_delay_s), lease_s=self._lease_s)
         if admission.jobs:
             await self.start_jobs([job.encode() for job in admission.jobs])
             if self.job_counter < self.max_jobs:
@@ -205,7 +211,7 @@ class StockAdmitter:
             free = settings.worker_concurrency - context.arq_jobs - len(context.admitted)
             admission = await self._scheduler.admit(
                 max(0, free), worker=self.worker_id, slots=settings.worker_concurrency,
-                heartbeat_s=settings.poll_delay * 4 + 5, lease_s=settings.job_lease)
+                heartbeat_s=heartbeat(settings.poll_delay), lease_s=settings.job_lease)
             context.admitted.update(dict.fromkeys(admission.jobs, now))
             return admission.jobs
 
